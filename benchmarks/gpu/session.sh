@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# GPU-machine side of the energy validation, run through the device tool from the checkout's
+# root. Steps run in the order given:
+#   stage       copy the payload chunks carried in this call (.carry/cN/part.*) to $PAYLOAD
+#   info        GPU, driver, NVML facts
+#   install     check and unpack the vLLM 0.23.0 payload (built by shared/gpu/build_payload.sh)
+#               into /tmp/site, add the harness's missing wheels (.carry/wheels), patch vLLM
+#   measure V   benchmarks/gpu/measure.py for variant V (bf16, fp8); results packed into $OUT
+# The machine forgets everything 30 s after a call: make the calls back to back.
+set -uo pipefail
+T0=$(date +%s)
+PAYLOAD=${PAYLOAD:-/tmp/vllm_payload}
+SITE=/tmp/site
+OUT=${OUT:-/tmp/out}
+RESULTS=/tmp/gpu-results
+mkdir -p "$PAYLOAD" "$OUT" "$RESULTS"
+export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 PYTHONUNBUFFERED=1
+export VLLM_USE_FLASHINFER_SAMPLER=0   # flashinfer is not carried: PyTorch top-k/top-p sampler
+export BENCH_VLLM_PYTHON=$(command -v python3) BENCH_MODELS_DIR=/tmp/models
+log() { echo "[$(($(date +%s) - T0))s] $*"; }
+
+stage() {
+  for f in .carry/c*/*; do [ -f "$f" ] && cp -f "$f" "$PAYLOAD/"; done
+  log "staged: $(ls "$PAYLOAD" | tr '\n' ' ')"
+}
+
+info() {
+  nvidia-smi --query-gpu=name,memory.total,driver_version,power.limit,clocks.max.sm --format=csv
+  python3 -c 'import sys; print(sys.version)'
+  python3 - <<'PY'
+import pynvml as nv
+nv.nvmlInit(); h = nv.nvmlDeviceGetHandleByIndex(0)
+v = nv.nvmlDeviceGetFieldValues(h, [nv.NVML_FI_DEV_POWER_INSTANT])[0]
+print("energy counter mJ", nv.nvmlDeviceGetTotalEnergyConsumption(h), "| power W", nv.nvmlDeviceGetPowerUsage(h) / 1000,
+      "| POWER_INSTANT ret", v.nvmlReturn, "| MIG", nv.nvmlDeviceGetMigMode(h))
+PY
+}
+
+patch_humming() {
+  # vLLM 0.23.0 imports every quantization method; `humming` needs a package not carried.
+  # Make that import optional with a stand-in that keeps the method table's key.
+  local f="$SITE/vllm/model_executor/layers/quantization/__init__.py"
+  grep -q "humming-kernels not installed" "$f" && return 0
+  python3 - "$f" <<'PY'
+import sys
+p = sys.argv[1]; s = open(p).read()
+old = "    from .humming import HummingConfig\n"
+new = ("    try:\n        from .humming import HummingConfig\n"
+       "    except ImportError:  # humming-kernels not installed\n"
+       "        class HummingConfig:\n"
+       "            @classmethod\n"
+       "            def override_quantization_method(cls, *a, **k):\n"
+       "                return None\n")
+assert old in s, "pattern not found"
+open(p, "w").write(s.replace(old, new, 1))
+PY
+}
+
+install() {
+  cat "$PAYLOAD"/part.* > /tmp/site.tar.xz
+  (cd /tmp && sed "s#site.tar.xz#/tmp/site.tar.xz#" "$PAYLOAD/SHA256SUMS" | sha256sum -c -) || { log "SHA256 mismatch"; exit 1; }
+  rm -rf "$SITE" && xz -d -T0 -c /tmp/site.tar.xz | tar -x -C /tmp && rm -f /tmp/site.tar.xz
+  python3 -m pip install -q --no-deps --no-compile --target "$SITE" .carry/wheels/*.whl 2>&1 | grep -v -i warning
+  patch_humming
+  python3 -c 'import vllm, transformers, datasets, openai; print("vllm", vllm.__version__, "transformers", transformers.__version__, "datasets", datasets.__version__, "openai", openai.__version__)' 2>&1 | grep -v Warning
+  log "installed"
+}
+
+measure() {
+  local variant=$1 left=$((${DEADLINE:-570} - ($(date +%s) - T0)))
+  log "measure $variant with ${left}s left"
+  python3 benchmarks/gpu/measure.py "$variant" --out "$RESULTS" --deadline-s "$left" 2>&1 | grep -v -E "Warning|warn\(" | tail -60
+  tar -czf "$OUT/results-$variant.tgz" -C "$RESULTS" .
+  log "packed $(du -h "$OUT/results-$variant.tgz" | cut -f1)"
+}
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    stage) stage ;;
+    info) info ;;
+    install) install ;;
+    measure) shift; measure "$1" ;;
+    *) log "unknown step $1"; exit 2 ;;
+  esac
+  shift
+done

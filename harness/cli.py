@@ -1,0 +1,221 @@
+"""`bench`: the command line. Parses options, builds a spec, calls one function; maps every
+HarnessError to a one-line message and a non-zero exit (a traceback only with --debug)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from harness import __version__
+from harness.errors import ConfigError, HarnessError
+
+DEBUG = {"on": False}
+
+
+def _api_key(api_key_file: Path | None) -> str | None:
+    """Keys come from the environment or a file, never from the command line (shell history)."""
+    if api_key_file is not None:
+        try:
+            return api_key_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"--api-key-file {api_key_file}: {exc.strerror}") from None
+    return os.environ.get("BENCH_API_KEY") or os.environ.get("OPENAI_API_KEY")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="bench")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def main(debug: bool) -> None:
+    """Energy benchmarking harness for vision-language model servers."""
+    DEBUG["on"] = debug
+
+
+@main.command("variants")
+def variants_cmd() -> None:
+    """List the server variants under benchmarks/variants/."""
+    from harness.config import list_variants, load_variant
+
+    for path in list_variants():
+        v = load_variant(str(path))
+        quant = v.vllm.get("quantization") or ("fp8 (checkpoint)" if v.dummy_model and v.dummy_model.layout == "fp8"
+                                                else "-")
+        click.echo(f"{v.name:<10} kv-cache {v.vllm.get('kv_cache_dtype', 'auto'):<5} quantization {quant:<17} "
+                   f"{v.description}")
+
+
+@main.command("suites")
+@click.option("--suite", "names", multiple=True, help="Only these suites (name or path).")
+def suites_cmd(names: tuple[str, ...]) -> None:
+    """List suites with item counts per task."""
+    from harness.config import list_suites, load_suite_spec
+    from harness.suite import load_suite
+
+    for source in names or [str(p) for p in list_suites()]:
+        suite = load_suite(load_suite_spec(source))
+        tasks = ", ".join(f"{task} {n}" for task, n in suite.task_counts().items())
+        click.echo(f"{suite.spec.name:<10} {len(suite.items):>5} items  ({tasks})  sha256 {suite.content_hash[:12]}")
+
+
+@main.command("run")
+@click.option("--variant", default=None, help="Variant name under benchmarks/variants/ or a YAML path "
+              "[default: cpu-tiny when no --base-url].")
+@click.option("--base-url", default=None, help="Attach to a running OpenAI-compatible server instead.")
+@click.option("--model", default=None, help="Served model name when attaching [default: the first listed].")
+@click.option("--api-key-file", type=click.Path(path_type=Path), default=None,
+              help="File holding the API key of an attached server (else $BENCH_API_KEY / $OPENAI_API_KEY).")
+@click.option("--model-path", default=None, help="Model weights folder or hub id, overriding the variant.")
+@click.option("--dummy-weights", is_flag=True, help="Serve a generated model folder with random weights.")
+@click.option("--suite", default="default", show_default=True, help="Suite name or path.")
+@click.option("--limit", type=int, default=None, help="Only the first N items.")
+@click.option("--concurrency", type=int, default=1, show_default=True, help="Requests in flight.")
+@click.option("--warmup", type=int, default=0, show_default=True, help="Warm-up requests, not recorded.")
+@click.option("--samples", type=int, default=1, show_default=True, help="Send every item K times.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Base of the per-request seeds.")
+@click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
+@click.option("--run-id", default=None, help="Folder name of this run [default: VARIANT-YYYYmmdd-HHMMSS].")
+@click.option("--resume", "resume_dir", type=click.Path(path_type=Path), default=None,
+              help="Finish an interrupted run (its folder).")
+@click.option("--energy", type=click.Choice(["auto", "nvml", "power-only", "none", "trace"]), default="auto",
+              show_default=True, help="Power source: NVML when present (auto), or a trace file.")
+@click.option("--power-trace", type=click.Path(path_type=Path), default=None,
+              help="External power trace (CSV/parquet) for --energy trace.")
+@click.option("--idle-s", type=float, default=10.0, show_default=True, help="Idle power baseline length.")
+@click.option("--sample-rate", type=float, default=100.0, show_default=True, help="Power samples per second.")
+@click.option("--prefill-weight", type=float, default=1.0, show_default=True,
+              help="Weight of a request in prefill vs decode (1) when splitting power.")
+@click.option("--temperature", type=float, default=None, help="Override the competition sampling (1.0).")
+@click.option("--top-p", type=float, default=None, help="Override the competition sampling (0.95).")
+@click.option("--top-k", type=int, default=None, help="Override the competition sampling (64).")
+@click.option("--max-tokens", type=int, default=None, help="Override the suite's max_tokens.")
+@click.option("--ignore-eos", is_flag=True, help="Generate exactly max_tokens (vLLM extension).")
+@click.option("--timeout", "timeout_s", type=float, default=None, help="Per-request timeout in seconds.")
+@click.option("--max-retries", type=int, default=2, show_default=True, help="Retries of transient failures.")
+@click.option("--max-failure-share", type=float, default=0.5, show_default=True,
+              help="Stop the run when more than this share of requests fail.")
+def run_cmd(variant, base_url, model, api_key_file, model_path, dummy_weights, suite, limit, concurrency, warmup,
+            samples, seed, results_dir, run_id, resume_dir, energy, power_trace, idle_s, sample_rate,
+            prefill_weight, temperature, top_p, top_k, max_tokens, ignore_eos, timeout_s, max_retries,
+            max_failure_share) -> None:
+    """Replay a suite against a vLLM server and measure every request."""
+    from harness.config import (
+        DEFAULT_VARIANT, RunSettings, Sampling, load_suite_spec, load_variant,
+    )
+    from harness.energy.attribute import PhaseWeights
+    from harness.progress import for_terminal
+    from harness.runner import RunSpec, execute, resume_spec
+
+    api_key = _api_key(api_key_file)
+    if resume_dir is not None:
+        spec = resume_spec(resume_dir, base_url=base_url, model=model, api_key=api_key)
+    else:
+        # --base-url attaches; with --variant too, the run records that variant's declared setup.
+        v = load_variant(variant) if variant else (None if base_url else load_variant(DEFAULT_VARIANT))
+        if v is not None and model_path:
+            v = v.with_model(model_path)
+        defaults = Sampling()
+        sampling = Sampling(
+            temperature=defaults.temperature if temperature is None else temperature,
+            top_p=defaults.top_p if top_p is None else top_p, top_k=defaults.top_k if top_k is None else top_k,
+            max_tokens=max_tokens, ignore_eos=ignore_eos,
+        )
+        name = v.name if v else "attached"
+        settings = RunSettings(
+            results_dir=results_dir, run_id=run_id or f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", limit=limit,
+            concurrency=concurrency, warmup=warmup, seed=seed, samples=samples, sampling=sampling,
+            request_timeout_s=timeout_s, max_retries=max_retries, max_failure_share=max_failure_share,
+            energy=energy, power_trace=power_trace, idle_s=idle_s, sample_rate_hz=sample_rate,
+        )
+        try:
+            weights = PhaseWeights(prefill=prefill_weight)
+        except ValueError as exc:
+            raise ConfigError(f"--prefill-weight: {exc}") from None
+        spec = RunSpec(suite=load_suite_spec(suite), settings=settings, variant=v, base_url=base_url, model=model,
+                       api_key=api_key, dummy_weights=dummy_weights, weights=weights)
+    run_dir = execute(spec, for_terminal())
+    _print_summary(run_dir)
+
+
+def _print_summary(run_dir: Path) -> None:
+    from harness.store import read_json
+
+    summary = read_json(run_dir / "summary.json")
+    lat, energy, quality = summary["latency"], summary["energy"], summary["quality"]
+    click.echo(f"run {summary['run_id']}: {lat['ok']}/{lat['requests']} ok, "
+               f"e2e p50 {_fmt(lat['e2e_s']['p50'], 's')}, ttft p50 {_fmt(lat['ttft_s']['p50'], 's')}")
+    if energy["available"]:
+        click.echo(f"energy: {energy['total_j']:.1f} J total ({energy['source']}), "
+                   f"{energy['j_per_request_mean']:.2f} J/request, idle {_fmt(energy['idle_power_w'], 'W')}")
+    else:
+        click.echo(f"energy: unavailable ({energy['unavailable_reason']})")
+    if quality.get("overall") is not None:
+        click.echo(f"quality: {quality['overall']:.3f} overall")
+    for flag in summary.get("flags", []):
+        click.echo(f"flag: {flag}")
+    click.echo(f"results: {run_dir}")
+
+
+def _fmt(value, unit: str) -> str:
+    return "n/a" if value is None else f"{value:.3f} {unit}"
+
+
+@main.command("score")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+def score_cmd(run_dir: Path) -> None:
+    """Recompute the scores of a stored run."""
+    from harness.analysis import rescore
+
+    summary = rescore(run_dir)
+    quality = summary["quality"]
+    if not quality.get("scored"):
+        raise HarnessError(f"{run_dir}: no request could be scored")
+    click.echo(f"{summary['run_id']}: quality {quality['overall']:.3f} over {quality['items']} items")
+    for task, value in quality["by_task"].items():
+        click.echo(f"  {task:<12} {value:.3f}")
+
+
+@main.command("reanalyze")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--power-trace", type=click.Path(path_type=Path), default=None,
+              help="Use this external trace (CSV/parquet) instead of the run's own.")
+def reanalyze_cmd(run_dir: Path, power_trace: Path | None) -> None:
+    """Recompute every energy column of a stored run, without the server."""
+    from harness.analysis import finalize_run
+    from harness.energy.meters import read_trace_file
+    from harness.records import RunClock
+    from harness.store import load_run
+
+    run = load_run(run_dir)
+    trace = None
+    if power_trace is not None:
+        offset = run.manifest["segments"][0]["clock_wall_minus_mono_ns"]
+        trace = read_trace_file(power_trace, RunClock(offset))
+    finalize_run(run_dir, power_trace=trace)
+    _print_summary(run_dir)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    try:
+        main.main(standalone_mode=False, prog_name="bench")
+    except click.exceptions.Abort:
+        click.echo("bench: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except HarnessError as exc:
+        if DEBUG["on"]:
+            raise
+        click.echo(f"bench: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("bench: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    run()

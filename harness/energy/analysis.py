@@ -1,0 +1,204 @@
+"""From a stored power trace and request timings to energy numbers and validity flags.
+Pure: takes arrays/dataframes, returns dataclasses/dataframes; no NVML, no files."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from harness.energy.attribute import Attribution, PhaseWeights, Schedule, attribute
+from harness.energy.integrate import (
+    PowerCurve, combine_gpus, counter_delta_all_gpus, distinct_update_period_s, energy_between,
+    mean_sample_rate_hz,
+)
+
+# NVML clock-event ("throttle") reasons that mean the GPU was held back by power or heat.
+# Idle, application clocks, sync boost and display clock are benign and ignored.
+THROTTLE_BITS = {
+    0x4: "sw_power_cap", 0x8: "hw_slowdown", 0x20: "sw_thermal", 0x40: "hw_thermal", 0x80: "hw_power_brake",
+}
+COUNTER_TOLERANCE = 0.02  # counter vs integral: relative difference flagged above this
+MIN_SENSOR_PERIODS = 10  # a window shorter than this many sensor periods is too short to trust
+TEMPERATURE_EXCURSION_C = 10.0
+
+ENERGY_COLUMNS = ("energy_j", "prefill_energy_j", "decode_energy_j", "energy_above_idle_j", "j_per_output_token")
+
+
+@dataclass(frozen=True)
+class EnergyWindow:
+    start_ns: int
+    end_ns: int
+
+    @property
+    def duration_s(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e9
+
+
+@dataclass
+class EnergySummary:
+    """The energy block of summary.json. Fields are None with `unavailable_reason` set when
+    nothing could be measured (no GPU)."""
+
+    available: bool
+    unavailable_reason: str | None = None
+    source: str | None = None  # which number is `total_j`: "counter" or "integral"
+    total_j: float | None = None
+    counter_j: float | None = None
+    integral_j: float | None = None
+    attributed_j: float | None = None
+    unattributed_j: float | None = None
+    counter_integral_rel_diff: float | None = None
+    idle_power_w: float | None = None
+    idle_window_s: float | None = None
+    above_idle_j: float | None = None
+    window_s: float | None = None
+    mean_power_w: float | None = None
+    j_per_request_mean: float | None = None
+    j_per_request_median: float | None = None
+    j_per_request_p90: float | None = None
+    j_per_output_token: float | None = None
+    above_idle_j_per_request_mean: float | None = None
+    prefill_share: float | None = None
+    sensor_period_s: float | None = None
+    sample_rate_hz: float | None = None
+    gap_excluded_s: float = 0.0
+    phase_weights: dict = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def run_window(requests: pd.DataFrame) -> EnergyWindow:
+    """First request start to last request end (warmup requests are not in the table)."""
+    return EnergyWindow(int(requests["start_ns"].min()), int(requests["end_ns"].max()))
+
+
+def curve_from_samples(samples: pd.DataFrame) -> PowerCurve:
+    return combine_gpus(samples["t_ns"].to_numpy(), samples["gpu"].to_numpy(), samples["power_w"].to_numpy())
+
+
+def unavailable(reason: str) -> EnergySummary:
+    return EnergySummary(available=False, unavailable_reason=reason)
+
+
+def analyse(samples: pd.DataFrame, requests: pd.DataFrame, *, idle: EnergyWindow | None,
+            weights: PhaseWeights = PhaseWeights(), power_limit_w: float | None = None,
+            gaps: list[EnergyWindow] = ()) -> tuple[pd.DataFrame, EnergySummary]:
+    """Energy columns for every request row and the run's energy summary.
+
+    `gaps` are stretches to leave out (a server restart during a resumed run): their energy is
+    neither attributed nor counted in the total, and the summary says how long they were."""
+    if requests.empty:
+        return requests, unavailable("no requests were measured")
+    if samples.empty:
+        return requests, unavailable("the power trace is empty")
+    window = run_window(requests)
+    curve = curve_from_samples(samples)
+    if not curve.covers(window.start_ns, window.end_ns):
+        return requests, unavailable("the power trace does not cover the run window")
+
+    schedule = Schedule.from_lists(
+        requests["start_ns"].tolist(),
+        [None if pd.isna(f) else int(f) for f in requests["first_token_ns"]],
+        requests["end_ns"].tolist(),
+    )
+    parts: list[Attribution] = [attribute(curve, schedule, (window.start_ns, window.end_ns), weights)]
+    gap_j = sum(energy_between(curve, g.start_ns, g.end_ns) for g in gaps)
+    integral_j = parts[0].window_j - gap_j
+    counter_j = _counter_j(samples, window, gaps)
+
+    idle_power_w = None
+    if idle is not None and idle.duration_s > 0 and curve.covers(idle.start_ns, idle.end_ns):
+        idle_power_w = energy_between(curve, idle.start_ns, idle.end_ns) / idle.duration_s
+    above = attribute(curve.shifted(idle_power_w), schedule, (window.start_ns, window.end_ns), weights) \
+        if idle_power_w is not None else None
+
+    out = requests.copy()
+    att = parts[0]
+    out["prefill_energy_j"] = att.prefill_j
+    out["decode_energy_j"] = att.decode_j
+    out["energy_j"] = att.request_j
+    out["energy_above_idle_j"] = above.request_j if above is not None else np.nan
+    tokens = out["completion_tokens"].astype("float64")
+    out["j_per_output_token"] = np.where(tokens > 0, out["energy_j"] / tokens.where(tokens > 0, 1), np.nan)
+
+    window_s = window.duration_s - sum(g.duration_s for g in gaps)
+    total_j = counter_j if counter_j is not None else integral_j
+    ok = out[out["status"] == "ok"]
+    per_request = ok["energy_j"] if len(ok) else out["energy_j"]
+    total_tokens = float(ok["completion_tokens"].fillna(0).sum())
+    in_window = samples[(samples["t_ns"] >= window.start_ns) & (samples["t_ns"] <= window.end_ns)]
+    sensor_period = _sensor_period(samples)
+    summary = EnergySummary(
+        available=True,
+        source="counter" if counter_j is not None else "integral",
+        total_j=total_j, counter_j=counter_j, integral_j=integral_j,
+        attributed_j=float(att.request_j.sum()), unattributed_j=att.unattributed_j - gap_j,
+        counter_integral_rel_diff=(integral_j - counter_j) / counter_j if counter_j else None,
+        idle_power_w=idle_power_w, idle_window_s=idle.duration_s if idle else None,
+        above_idle_j=total_j - idle_power_w * window_s if idle_power_w is not None else None,
+        window_s=window_s, mean_power_w=integral_j / window_s if window_s > 0 else None,
+        j_per_request_mean=float(per_request.mean()), j_per_request_median=float(per_request.median()),
+        j_per_request_p90=float(per_request.quantile(0.9)),
+        j_per_output_token=float(ok["energy_j"].sum()) / total_tokens if total_tokens else None,
+        above_idle_j_per_request_mean=float(ok["energy_above_idle_j"].mean()) if above is not None and len(ok) else None,
+        prefill_share=float(att.prefill_j.sum() / att.request_j.sum()) if att.request_j.sum() > 0 else None,
+        sensor_period_s=sensor_period, sample_rate_hz=mean_sample_rate_hz(samples["t_ns"].to_numpy()),
+        gap_excluded_s=sum(g.duration_s for g in gaps),
+        phase_weights={"prefill": weights.prefill, "decode": weights.decode},
+    )
+    summary.flags = validity_flags(summary, in_window, power_limit_w)
+    return out, summary
+
+
+def _counter_j(samples: pd.DataFrame, window: EnergyWindow, gaps: list[EnergyWindow]) -> float | None:
+    if "energy_mj" not in samples or samples["energy_mj"].isna().all():
+        return None
+    t, g, e = samples["t_ns"].to_numpy(), samples["gpu"].to_numpy(), samples["energy_mj"].to_numpy(np.float64)
+    try:
+        total = counter_delta_all_gpus(t, g, e, window.start_ns, window.end_ns)
+        return total - sum(counter_delta_all_gpus(t, g, e, x.start_ns, x.end_ns) for x in gaps)
+    except ValueError:
+        return None
+
+
+def _sensor_period(samples: pd.DataFrame) -> float | None:
+    periods = [distinct_update_period_s(s["t_ns"].to_numpy(), s["power_w"].to_numpy())
+               for _, s in samples.groupby("gpu")]
+    periods = [p for p in periods if p is not None]
+    return max(periods) if periods else None
+
+
+def validity_flags(summary: EnergySummary, in_window: pd.DataFrame, power_limit_w: float | None) -> list[str]:
+    """Findings a reviewer must see, as data. Each flag is a short code + plain words."""
+    flags = []
+    if summary.sensor_period_s and summary.window_s < MIN_SENSOR_PERIODS * summary.sensor_period_s:
+        flags.append(f"short_window: the run window ({summary.window_s:.2f} s) is shorter than "
+                     f"{MIN_SENSOR_PERIODS} sensor periods ({summary.sensor_period_s * 1000:.0f} ms each)")
+    rel = summary.counter_integral_rel_diff
+    if rel is not None and abs(rel) > COUNTER_TOLERANCE:
+        flags.append(f"counter_mismatch: the power integral differs from the energy counter by {rel:+.1%}")
+    if summary.idle_power_w is not None and summary.mean_power_w is not None \
+            and summary.mean_power_w < 0.95 * summary.idle_power_w:
+        flags.append(f"below_idle: mean power {summary.mean_power_w:.0f} W is below the idle baseline "
+                     f"{summary.idle_power_w:.0f} W")
+    if power_limit_w and len(in_window):
+        peak = in_window.groupby("t_ns")["power_w"].sum().max()
+        if peak > power_limit_w:
+            flags.append(f"above_limit: power reached {peak:.0f} W, above the board limit {power_limit_w:.0f} W")
+    if "temperature_c" in in_window and in_window["temperature_c"].notna().any():
+        temps = in_window.groupby("gpu")["temperature_c"]
+        rise = float((temps.max() - temps.min()).max())
+        if rise > TEMPERATURE_EXCURSION_C:
+            flags.append(f"temperature_excursion: GPU temperature moved {rise:.0f} °C during the window")
+    if "throttle_reasons" in in_window and in_window["throttle_reasons"].notna().any():
+        bits = 0
+        for value in in_window["throttle_reasons"].dropna().astype("int64"):
+            bits |= int(value)
+        seen = [name for bit, name in THROTTLE_BITS.items() if bits & bit]
+        if seen:
+            flags.append(f"throttled: clocks were held back during the window ({', '.join(seen)})")
+    return flags

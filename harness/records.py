@@ -1,0 +1,112 @@
+"""Records shared by every layer: what one request produced, one power sample, run identity.
+
+Clock convention: every `*_ns` timestamp is `time.monotonic_ns()` of the harness process, the
+one clock for power samples and request events; the wall-clock offset is recorded once per run
+(`RunClock`) so external traces (wall-clock) can be aligned."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+# Bumped when a stored file changes in a way older readers would misread.
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RunClock:
+    """Wall-clock time = monotonic time + offset, measured once at run start."""
+
+    wall_minus_mono_ns: int
+
+    @classmethod
+    def now(cls) -> RunClock:
+        return cls(time.time_ns() - time.monotonic_ns())
+
+    def to_wall_s(self, mono_ns: int) -> float:
+        return (mono_ns + self.wall_minus_mono_ns) / 1e9
+
+    def to_mono_ns(self, wall_s: float) -> int:
+        return int(round(wall_s * 1e9)) - self.wall_minus_mono_ns
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request as sent and answered. Energy columns are added by analysis, not here."""
+
+    run_id: str
+    item_id: str
+    sample_index: int  # 0..K-1 when every item is sent K times (--samples K)
+    attempt: int  # 1 for the first try; retries of a transient failure count up
+    task: str
+    metric: str
+    seed: int | None
+    start_ns: int
+    end_ns: int
+    first_token_ns: int | None
+    start_wall_s: float
+    end_wall_s: float
+    ttft_s: float | None
+    e2e_s: float
+    itl_mean_s: float | None
+    itl_p50_s: float | None
+    itl_p90_s: float | None
+    itl_max_s: float | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    finish_reason: str | None
+    output_text: str
+    references: tuple[str, ...]  # the item's reference answers, so a run can be scored on its own
+    status: str  # "ok" or an error kind: http_5xx, http_4xx, timeout, connection, protocol, wrong_model
+    http_status: int | None = None
+    error: str | None = None
+    retried: bool = False  # a later attempt of the same item/sample exists
+    image_converted_from: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PowerSample:
+    """One reading of one GPU. `energy_mj` is the hardware counter (cumulative, mJ) when the
+    device has one; temperature/clock/throttle are read at a lower rate and None in between."""
+
+    t_ns: int
+    gpu: int
+    power_w: float
+    energy_mj: float | None = None
+    temperature_c: float | None = None
+    sm_clock_mhz: float | None = None
+    throttle_reasons: int | None = None
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    index: int
+    uuid: str
+    name: str
+    power_limit_w: float | None = None
+    has_energy_counter: bool = True
+
+
+@dataclass(frozen=True)
+class MeterInfo:
+    """How energy was measured; stored in the manifest so a reviewer can judge the numbers."""
+
+    kind: str  # "nvml", "trace", "none"
+    unavailable_reason: str | None = None
+    power_source: str | None = None  # e.g. "NVML_FI_DEV_POWER_INSTANT", "nvmlDeviceGetPowerUsage"
+    gpus: tuple[GpuInfo, ...] = ()
+    driver_version: str | None = None
+    nvml_version: str | None = None
+    requested_rate_hz: float | None = None
+    sensor_period_s: float | None = None  # measured at start-up: time between distinct readings
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

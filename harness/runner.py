@@ -1,0 +1,370 @@
+"""One run end to end: suite → server → meter → requests → journals → analysis.
+
+The loop writes each request to the journal the moment it finishes (with the power samples
+taken so far), so whatever stops the run -- a dead server, a signal, too many failures -- loses
+nothing already measured; the run is then marked incomplete and can be resumed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import harness
+from harness.analysis import finalize_run
+from harness.client import StreamResult, build_request, stream_chat
+from harness.config import RunSettings, SuiteSpec, Variant, default_models_dir
+from harness.energy.attribute import PhaseWeights
+from harness.energy.meters import PowerMeter, open_meter
+from harness.errors import ConfigError, RunAborted, ServerError
+from harness.records import RequestRecord, RunClock
+from harness.server import LaunchedServer, ServerHandle, attach, log_tail
+from harness.store import RunStore, read_json, read_request_journal
+from harness.suite import Suite, SuiteItem, load_suite
+
+RETRY_BACKOFF_S = 0.5
+
+
+class Progress(Protocol):
+    """Observer of a run's progress (rich bar on a terminal, plain lines otherwise)."""
+
+    def begin(self, total: int, description: str) -> None: ...
+    def advance(self, record: RequestRecord) -> None: ...
+    def message(self, text: str) -> None: ...
+    def end(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    suite: SuiteSpec
+    settings: RunSettings
+    variant: Variant | None = None  # launch this variant ...
+    base_url: str | None = None  # ... or attach to this server
+    model: str | None = None  # served model name when attaching
+    api_key: str | None = None  # attached servers only; never written anywhere
+    dummy_weights: bool = False
+    weights: PhaseWeights = field(default_factory=PhaseWeights)
+    resume_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    position: int  # index of the item in the suite
+    item: SuiteItem
+    sample_index: int
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.item.id, self.sample_index)
+
+
+def ensure_dummy_model(variant: Variant, progress: Progress) -> str:
+    """The generated model folder of a dummy-weight variant, made with the server's Python."""
+    folder = default_models_dir() / variant.dummy_model.folder_name()
+    if (folder / "DUMMY_MODEL.json").exists():
+        return str(folder)
+    generator = Path(__file__).resolve().parent.parent / "benchmarks" / "models" / "make_gemma4_dummy.py"
+    python = variant.python or sys.executable
+    progress.message(f"generating dummy model folder {folder}")
+    result = subprocess.run([python, str(generator), str(folder), "--preset", variant.dummy_model.preset,
+                             "--layout", variant.dummy_model.layout], capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise ConfigError(f"cannot generate the dummy model folder {folder}: {tail[0]}")
+    return str(folder)
+
+
+def resolve_model_path(variant: Variant, dummy_weights: bool, progress: Progress) -> tuple[str, bool]:
+    """(model path, load with dummy weights?)"""
+    if variant.dummy_only or dummy_weights:
+        if variant.dummy_model is None:
+            raise ConfigError(f"{variant.source}: --dummy-weights needs a dummy_model block in the variant")
+        return ensure_dummy_model(variant, progress), True
+    if not variant.model:
+        raise ConfigError(f"{variant.source}: key 'model' is not set; pass --model-path, set the variant's "
+                          f"model_env variable, or use --dummy-weights")
+    if variant.model.startswith(("/", ".", "~")) and not Path(variant.model).expanduser().exists():
+        raise ConfigError(f"{variant.source}: model path {variant.model} does not exist")
+    return str(Path(variant.model).expanduser()) if variant.model.startswith("~") else variant.model, False
+
+
+def host_facts() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
+            "cpu_count": os.cpu_count()}
+
+
+def work_units(suite: Suite, samples: int, done: set[tuple[str, int]]) -> list[WorkUnit]:
+    units = [WorkUnit(pos, item, k) for k in range(samples) for pos, item in enumerate(suite.items)]
+    return [u for u in units if u.key not in done]
+
+
+def request_seed(base: int, unit: WorkUnit) -> int:
+    """Distinct per item and per repeat, reproducible from --seed."""
+    return base + unit.sample_index * 1_000_003 + unit.position
+
+
+def to_record(run_id: str, unit: WorkUnit, attempt: int, seed: int, result: StreamResult,
+              clock: RunClock) -> RequestRecord:
+    ttft = (result.first_token_ns - result.start_ns) / 1e9 if result.first_token_ns else None
+    return RequestRecord(
+        run_id=run_id, item_id=unit.item.id, sample_index=unit.sample_index, attempt=attempt,
+        task=unit.item.task, metric=unit.item.metric, seed=seed, start_ns=result.start_ns, end_ns=result.end_ns,
+        first_token_ns=result.first_token_ns, start_wall_s=clock.to_wall_s(result.start_ns),
+        end_wall_s=clock.to_wall_s(result.end_ns), ttft_s=ttft, e2e_s=(result.end_ns - result.start_ns) / 1e9,
+        **result.itl_stats(), prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+        finish_reason=result.finish_reason, output_text=result.text, references=unit.item.references,
+        status=result.status,
+        http_status=result.http_status, error=result.error, image_converted_from=unit.item.converted_from,
+    )
+
+
+class _Loop:
+    """The request loop of one run segment."""
+
+    def __init__(self, spec: RunSpec, run_id: str, server: ServerHandle, meter: PowerMeter, store: RunStore,
+                 clock: RunClock, progress: Progress, launched: LaunchedServer | None, max_tokens: int):
+        self.spec, self.run_id, self.server, self.meter = spec, run_id, server, meter
+        self.store, self.clock, self.progress, self.launched = store, clock, progress, launched
+        self.max_tokens = max_tokens
+        s = spec.settings
+        self.timeout_s = s.request_timeout_s or 30.0 + 0.5 * max_tokens
+        self.finished = self.failed = 0
+        self.abort_reason: str | None = None
+        import openai
+
+        self.client = openai.AsyncOpenAI(base_url=server.base_url, api_key=spec.api_key or "EMPTY", max_retries=0)
+
+    def request(self, unit: WorkUnit, seed: int | None) -> dict:
+        return build_request(unit.item, self.server.model, self.spec.settings.sampling, self.max_tokens, seed)
+
+    def check_server(self) -> None:
+        if self.launched is not None and self.launched.exit_code() is not None:
+            self.abort_reason = (f"the server died (exit code {self.launched.exit_code()}); last lines of its log:\n"
+                                 f"{log_tail(self.launched.log_path)}")
+        elif self.launched is None and not self.server.alive():
+            self.abort_reason = f"the server at {self.server.base_url} stopped answering /health"
+
+    async def one(self, unit: WorkUnit, sem: asyncio.Semaphore) -> None:
+        s = self.spec.settings
+        seed = request_seed(s.seed, unit)
+        async with sem:
+            for attempt in range(1, s.max_retries + 2):
+                if self.abort_reason:
+                    return
+                result = await stream_chat(self.client, self.request(unit, seed), self.timeout_s)
+                if result.status == "ok" and result.model and result.model != self.server.model:
+                    result = StreamResult(**{**asdict(result), "status": "wrong_model",
+                                             "error": f"answered as model '{result.model}', asked '{self.server.model}'"})
+                will_retry = result.transient and attempt <= s.max_retries
+                record = to_record(self.run_id, unit, attempt, seed, result, self.clock)
+                if will_retry:
+                    record = RequestRecord(**{**record.to_dict(), "retried": True})
+                self.store.append_request(record)  # on disk before anything else happens
+                self.store.append_power(self.meter.drain())
+                if not will_retry:
+                    self.finished += 1
+                    self.failed += record.status != "ok"
+                    self.progress.advance(record)
+                    self._check_failure_share()
+                    return
+                if result.status in ("connection", "timeout"):
+                    self.check_server()
+                await asyncio.sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))
+
+    def _check_failure_share(self) -> None:
+        s = self.spec.settings
+        if self.finished >= 10 and self.failed / self.finished > s.max_failure_share:
+            self.abort_reason = (f"{self.failed} of {self.finished} requests failed, more than the allowed "
+                                 f"{s.max_failure_share:.0%} (--max-failure-share)")
+
+    async def warmup(self, units: list[WorkUnit], n: int) -> None:
+        for unit in (units * (n // max(len(units), 1) + 1))[:n]:
+            await stream_chat(self.client, self.request(unit, None), self.timeout_s)
+
+    async def run(self, units: list[WorkUnit]) -> None:
+        sem = asyncio.Semaphore(self.spec.settings.concurrency)
+        tasks = [asyncio.create_task(self.one(u, sem)) for u in units]
+        try:
+            while tasks:
+                done, pending = await asyncio.wait(tasks, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                tasks = list(pending)
+                self.store.append_power(self.meter.drain())
+                if self.launched is not None and self.abort_reason is None:
+                    self.check_server()
+                if self.abort_reason:
+                    for t in tasks:
+                        t.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                    return
+                for t in done:
+                    t.result()  # a bug in the loop must surface, not vanish
+        finally:
+            await self.client.close()
+
+
+def _describe(variant: Variant, model_path: str | None, dummy: bool) -> dict:
+    return {"name": variant.name, "source": str(variant.source), "model": model_path or variant.model,
+            "dummy_weights": dummy, "served_model_name": variant.served_model_name, "vllm": variant.vllm,
+            "env": variant.env, "attached": False}
+
+
+def _sampling_sent(request: dict) -> dict:
+    sent = {k: request[k] for k in ("temperature", "top_p", "max_tokens") if k in request}
+    sent.update(request.get("extra_body", {}))
+    return sent
+
+
+def execute(spec: RunSpec, progress: Progress) -> Path:
+    """Run (or resume) a benchmark; returns the run folder. Raises RunAborted when it stops early."""
+    s = spec.settings
+    suite = load_suite(spec.suite, s.limit)
+    max_tokens = s.sampling.max_tokens or spec.suite.max_tokens
+    if spec.resume_dir is not None:
+        store = RunStore.open_resume(spec.resume_dir)
+        manifest = read_json(spec.resume_dir / "manifest.json")
+        if manifest["suite"]["hash"] != suite.content_hash:
+            store.close()
+            raise ConfigError(f"{spec.resume_dir}: the suite changed since the run started (hash differs)")
+        run_id = manifest["run_id"]
+        journal = read_request_journal(spec.resume_dir)
+        done = {(r.item_id, int(r.sample_index)) for r in journal.itertuples() if not r.retried}
+    else:
+        store = RunStore.open_new(s.results_dir, s.run_id)
+        run_id, manifest, done = s.run_id, None, set()
+    units = work_units(suite, s.samples, done)
+    clock = RunClock.now()
+    segment: dict = {"started_wall_s": time.time(), "clock_wall_minus_mono_ns": clock.wall_minus_mono_ns}
+    if manifest is None:
+        probe_request = build_request(suite.items[0], "?", s.sampling, max_tokens, s.seed)
+        manifest = {
+            "run_id": run_id, "status": "running", "harness_version": harness.__version__,
+            "created_wall_s": time.time(), "host": host_facts(),
+            "suite": {"name": spec.suite.name, "source": str(spec.suite.source), "hash": suite.content_hash,
+                      "items": len(suite.items), "tasks": suite.task_counts(), "limit": s.limit},
+            "sampling": asdict(s.sampling), "sampling_sent": _sampling_sent(probe_request),
+            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items()
+                         if k not in ("sampling",)},
+            "phase_weights": asdict(spec.weights), "segments": [],
+        }
+    manifest["status"] = "running"
+    store.write_manifest(manifest)
+
+    launched: LaunchedServer | None = None
+    meter: PowerMeter | None = None
+    previous_handlers = {}
+    try:
+        previous_handlers[signal.SIGTERM] = signal.signal(signal.SIGTERM, _raise_interrupt)
+        if spec.base_url:
+            server = attach(spec.base_url, spec.model, spec.api_key)
+            # Attached to a server someone started for a known variant: record what it declares.
+            variant_block = {**_describe(spec.variant, None, spec.dummy_weights), "attached": True} \
+                if spec.variant else {"name": "attached", "attached": True}
+        else:
+            variant = spec.variant
+            model_path, dummy = resolve_model_path(variant, spec.dummy_weights, progress)
+            variant_block = _describe(variant, model_path, dummy)
+            progress.message(f"starting vLLM for variant '{variant.name}' (log: {store.dir / 'server.log'})")
+            launched = LaunchedServer(variant, model_path, store.dir, load_format_dummy=dummy)
+            server = launched.__enter__()
+        manifest.setdefault("variant", variant_block)
+        manifest["server"] = {"base_url": server.base_url, "model": server.model, "launched": server.launched,
+                              "command": server.command, "env_overrides": server.env_overrides,
+                              "vllm_version": server.vllm_version}
+        meter = open_meter(s.energy, tensor_parallel_size=(spec.variant.tensor_parallel_size if spec.variant else 1),
+                           rate_hz=s.sample_rate_hz, clock=clock, trace=s.power_trace,
+                           environ={**os.environ, **(spec.variant.env if spec.variant else {})})
+        manifest["meter"] = meter.info.to_dict()
+        store.write_manifest(manifest)
+        loop = _Loop(spec, run_id, server, meter, store, clock, progress, launched, max_tokens)
+        meter.start()
+        if s.idle_s > 0 and meter.info.kind != "none":
+            progress.message(f"measuring idle power for {s.idle_s:.0f} s")
+            idle_start = time.monotonic_ns()
+            time.sleep(s.idle_s)
+            segment["idle_window_ns"] = [idle_start, time.monotonic_ns()]
+        store.append_power(meter.drain())
+        if s.warmup:
+            progress.message(f"{s.warmup} warm-up request(s), not recorded")
+            asyncio.run(loop.warmup(units or work_units(suite, 1, set()), s.warmup))
+        store.append_power(meter.drain())
+        progress.begin(len(units), f"{run_id}")
+        segment["requests_started_ns"] = time.monotonic_ns()
+        asyncio.run(loop.run(units))
+        segment["requests_ended_ns"] = time.monotonic_ns()
+        progress.end()
+        if loop.abort_reason:
+            raise RunAborted(loop.abort_reason)
+        manifest["status"] = "complete"
+    except (KeyboardInterrupt, RunAborted, ServerError) as exc:
+        signal.signal(signal.SIGINT, _exit_now(launched))  # a second Ctrl-C: stop at once, no orphan
+        cause = "interrupted (signal)" if isinstance(exc, KeyboardInterrupt) else str(exc).splitlines()[0]
+        manifest["status"] = "incomplete"
+        manifest["incomplete_cause"] = cause
+        if launched is not None:
+            manifest["server_log_tail"] = log_tail(launched.log_path)
+        raise RunAborted(f"run {run_id} stopped early: {cause}. What was measured is in {store.dir}; "
+                         f"continue with: bench run --resume {store.dir}") from None
+    finally:
+        if meter is not None:
+            store.append_power(meter.stop())
+            manifest["meter"] = meter.info.to_dict()
+        if launched is not None:
+            launched.stop()
+        segment["ended_wall_s"] = time.time()
+        manifest["segments"].append(segment)
+        store.write_manifest(manifest)
+        if (store.dir / "requests.jsonl").exists():
+            finalize_run(store.dir)
+        store.close()
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    return store.dir
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _exit_now(launched: LaunchedServer | None):
+    def handler(signum, frame):
+        if launched is not None and launched.proc is not None:
+            try:
+                os.killpg(launched.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        os._exit(130)
+    return handler
+
+
+def resume_spec(run_dir: Path, *, base_url: str | None, model: str | None, api_key: str | None) -> RunSpec:
+    """The spec of an interrupted run, rebuilt from its manifest, to finish its missing items."""
+    from harness.config import Sampling, load_suite_spec, load_variant
+
+    manifest = read_json(run_dir / "manifest.json")
+    if manifest.get("status") == "complete":
+        raise ConfigError(f"{run_dir} is already complete; nothing to resume")
+    saved = dict(manifest["settings"])
+    for key in ("results_dir", "power_trace"):
+        saved[key] = Path(saved[key]) if saved.get(key) else None
+    settings = RunSettings(**{**saved, "sampling": Sampling(**manifest["sampling"])})
+    variant_block = manifest.get("variant") or {}
+    variant = None
+    if base_url is None:
+        if variant_block.get("attached"):
+            raise ConfigError(f"{run_dir} was attached to a server; resume it with --base-url URL")
+    if variant_block.get("source"):
+        variant = load_variant(variant_block["source"])
+    return RunSpec(suite=load_suite_spec(manifest["suite"]["source"]), settings=settings, variant=variant,
+                   base_url=base_url, model=model or (manifest.get("server") or {}).get("model") if base_url else None,
+                   api_key=api_key, dummy_weights=bool(variant_block.get("dummy_weights")),
+                   weights=PhaseWeights(**manifest.get("phase_weights", {})), resume_dir=run_dir)

@@ -1,0 +1,1 @@
+"""Answer quality: standard image-to-text metrics (pure) and the 80 % gate with confidence."""

@@ -1,0 +1,51 @@
+"""Scores on request tables: one `score` per final answer, and the run's quality block.
+
+Retried attempts (a later attempt exists) carry no score; a request that finally failed scores
+0, since it gave no answer. With `--samples K` every item is answered K times: the per-item mean
+is the unit the gate resamples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from harness.scoring.metrics import score_answers
+
+
+def score_requests(requests: pd.DataFrame) -> pd.DataFrame:
+    out = requests.copy()
+    out["score"] = np.nan
+    if out.empty:
+        return out
+    final = ~out["retried"].astype(bool)
+    for metric, group in out[final].groupby("metric"):
+        refs = [list(r) if r is not None else [] for r in group["references"]]
+        answers = [t if s == "ok" else "" for t, s in zip(group["output_text"].fillna(""), group["status"])]
+        out.loc[group.index, "score"] = score_answers(str(metric), answers, refs)
+    out.loc[final & (out["status"] != "ok"), "score"] = 0.0
+    return out
+
+
+def item_scores(requests: pd.DataFrame) -> pd.DataFrame:
+    """One row per item: task, mean score over its samples, spread, number of samples."""
+    scored = requests[requests["score"].notna()]
+    grouped = scored.groupby("item_id")
+    return pd.DataFrame({
+        "task": grouped["task"].first(), "mean": grouped["score"].mean(),
+        "std": grouped["score"].std(ddof=1), "samples": grouped["score"].size(),
+    })
+
+
+def quality_summary(requests: pd.DataFrame) -> dict:
+    if "score" not in requests or requests["score"].isna().all():
+        return {"scored": 0, "overall": None, "by_task": {}, "score_sum": None}
+    items = item_scores(requests)
+    scored = requests[requests["score"].notna()]
+    return {
+        "scored": int(len(scored)), "items": int(len(items)),
+        "overall": float(items["mean"].mean()),
+        "by_task": {t: float(g["mean"].mean()) for t, g in items.groupby("task")},
+        "metric_by_task": {t: str(g["metric"].iloc[0]) for t, g in scored.groupby("task")},
+        "per_item_std_mean": float(items["std"].mean()) if items["samples"].max() > 1 else None,
+        "score_sum": float(scored["score"].sum()),
+    }
