@@ -13,7 +13,7 @@ from harness.energy.analysis import ENERGY_COLUMNS, EnergySummary, EnergyWindow,
 from harness.energy.attribute import PhaseWeights
 from harness.scoring.quality import quality_summary, score_requests
 from harness.store import (
-    RunData, load_run, read_json, read_power_journal, read_request_journal, write_summary, write_tables,
+    RunData, load_run, read_json, read_power, read_requests, write_summary, write_tables,
 )
 
 
@@ -101,8 +101,8 @@ def finalize_run(run_dir: Path, power_trace: pd.DataFrame | None = None) -> dict
     """Rebuild requests.parquet, power.parquet and summary.json from the journals (or from
     `power_trace`, an external trace already aligned to the run's clock)."""
     manifest = read_json(run_dir / "manifest.json")
-    requests = read_request_journal(run_dir)
-    power = power_trace if power_trace is not None else read_power_journal(run_dir)
+    requests = read_requests(run_dir)
+    power = power_trace if power_trace is not None else read_power(run_dir)
     requests, energy = energy_for(manifest, requests, power)
     requests = score_requests(requests)
     write_tables(run_dir, requests, power)

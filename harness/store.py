@@ -154,6 +154,20 @@ def check_writable(directory: Path) -> None:
                            f"{MIN_FREE_BYTES // 2**20} MiB")
 
 
+def read_requests(run_dir: Path) -> pd.DataFrame:
+    """The request table: the journal where there is one (the source of truth while and after a
+    run), else the consolidated parquet (archived runs kept without their journals)."""
+    if not (run_dir / "requests.jsonl").exists() and (run_dir / "requests.parquet").exists():
+        return pd.read_parquet(run_dir / "requests.parquet", columns=list(RequestRecord.__dataclass_fields__))
+    return read_request_journal(run_dir)
+
+
+def read_power(run_dir: Path) -> pd.DataFrame:
+    if not (run_dir / "power.csv").exists() and (run_dir / "power.parquet").exists():
+        return pd.read_parquet(run_dir / "power.parquet")
+    return read_power_journal(run_dir)
+
+
 def read_request_journal(run_dir: Path) -> pd.DataFrame:
     """Every complete line of the journal; a torn last line (crash mid-write) is skipped."""
     path = run_dir / "requests.jsonl"

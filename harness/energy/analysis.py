@@ -49,6 +49,7 @@ class EnergySummary:
     integral_j: float | None = None
     attributed_j: float | None = None
     unattributed_j: float | None = None
+    attribution_scale: float | None = None  # counter / integral applied to every share
     counter_integral_rel_diff: float | None = None
     idle_power_w: float | None = None
     idle_window_s: float | None = None
@@ -96,6 +97,7 @@ def analyse(samples: pd.DataFrame, requests: pd.DataFrame, *, idle: EnergyWindow
     if samples.empty:
         return requests, unavailable("the power trace is empty")
     window = run_window(requests)
+    samples = hold_edges(samples, window)
     curve = curve_from_samples(samples)
     if not curve.covers(window.start_ns, window.end_ns):
         return requests, unavailable("the power trace does not cover the run window")
@@ -105,9 +107,9 @@ def analyse(samples: pd.DataFrame, requests: pd.DataFrame, *, idle: EnergyWindow
         [None if pd.isna(f) else int(f) for f in requests["first_token_ns"]],
         requests["end_ns"].tolist(),
     )
-    parts: list[Attribution] = [attribute(curve, schedule, (window.start_ns, window.end_ns), weights)]
+    raw = attribute(curve, schedule, (window.start_ns, window.end_ns), weights)
     gap_j = sum(energy_between(curve, g.start_ns, g.end_ns) for g in gaps)
-    integral_j = parts[0].window_j - gap_j
+    integral_j = raw.window_j - gap_j
     counter_j = _counter_j(samples, window, gaps)
 
     idle_power_w = None
@@ -116,8 +118,16 @@ def analyse(samples: pd.DataFrame, requests: pd.DataFrame, *, idle: EnergyWindow
     above = attribute(curve.shifted(idle_power_w), schedule, (window.start_ns, window.end_ns), weights) \
         if idle_power_w is not None else None
 
+    # The sampled power decides who gets the joules; the counter, where there is one, how many:
+    # shares are scaled so that Σ requests + unattributed equals the counter's total exactly.
+    scale = counter_j / integral_j if counter_j and integral_j > 0 else 1.0
+    att = raw
+    att = Attribution(att.prefill_j * scale, att.decode_j * scale, (att.unattributed_j - gap_j) * scale,
+                      integral_j * scale)
+    if above is not None:
+        above = Attribution(above.prefill_j * scale, above.decode_j * scale, above.unattributed_j * scale,
+                            above.window_j * scale)
     out = requests.copy()
-    att = parts[0]
     out["prefill_energy_j"] = att.prefill_j
     out["decode_energy_j"] = att.decode_j
     out["energy_j"] = att.request_j
@@ -136,7 +146,7 @@ def analyse(samples: pd.DataFrame, requests: pd.DataFrame, *, idle: EnergyWindow
         available=True,
         source="counter" if counter_j is not None else "integral",
         total_j=total_j, counter_j=counter_j, integral_j=integral_j,
-        attributed_j=float(att.request_j.sum()), unattributed_j=att.unattributed_j - gap_j,
+        attributed_j=float(att.request_j.sum()), unattributed_j=att.unattributed_j, attribution_scale=scale,
         counter_integral_rel_diff=(integral_j - counter_j) / counter_j if counter_j else None,
         idle_power_w=idle_power_w, idle_window_s=idle.duration_s if idle else None,
         above_idle_j=total_j - idle_power_w * window_s if idle_power_w is not None else None,
@@ -158,11 +168,37 @@ def _counter_j(samples: pd.DataFrame, window: EnergyWindow, gaps: list[EnergyWin
     if "energy_mj" not in samples or samples["energy_mj"].isna().all():
         return None
     t, g, e = samples["t_ns"].to_numpy(), samples["gpu"].to_numpy(), samples["energy_mj"].to_numpy(np.float64)
+    curves = {gpu: PowerCurve(s["t_ns"].to_numpy(np.int64), s["power_w"].to_numpy(np.float64))
+              for gpu, s in samples.groupby("gpu")}
     try:
-        total = counter_delta_all_gpus(t, g, e, window.start_ns, window.end_ns)
-        return total - sum(counter_delta_all_gpus(t, g, e, x.start_ns, x.end_ns) for x in gaps)
+        total = counter_delta_all_gpus(t, g, e, window.start_ns, window.end_ns, curves)
+        return total - sum(counter_delta_all_gpus(t, g, e, x.start_ns, x.end_ns, curves) for x in gaps)
     except ValueError:
         return None
+
+
+def hold_edges(samples: pd.DataFrame, window: EnergyWindow, max_periods: float = 2.0) -> pd.DataFrame:
+    """Extend each GPU's trace to the window edges when it stops short by at most
+    `max_periods` sampling intervals, holding the edge reading (the sensor updates every ~100 ms,
+    so a reading a few ms old is still the current measurement). The counter is extended by
+    that power x the gap. Traces that stop shorter than that are left alone (and the window
+    is then reported as not covered)."""
+    extra = []
+    for gpu, s in samples.groupby("gpu"):
+        t = s["t_ns"].to_numpy(np.int64)
+        if len(t) < 2:
+            continue
+        limit = max_periods * float(np.median(np.diff(t)))
+        first, last = s.iloc[0], s.iloc[-1]
+        for edge, row, sign in ((window.start_ns, first, -1), (window.end_ns, last, +1)):
+            gap = (edge - row["t_ns"]) * sign
+            if 0 < gap <= limit:
+                energy = row["energy_mj"] + sign * row["power_w"] * gap / 1e6 if pd.notna(row["energy_mj"]) else np.nan
+                extra.append({"t_ns": int(edge), "gpu": gpu, "power_w": row["power_w"], "energy_mj": energy})
+    if not extra:
+        return samples
+    return pd.concat([samples, pd.DataFrame(extra)], ignore_index=True).sort_values(["t_ns", "gpu"],
+                                                                                    ignore_index=True)
 
 
 def _sensor_period(samples: pd.DataFrame) -> float | None:

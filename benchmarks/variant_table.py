@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""bf16-vs-FP8 table from run folders: J/request, J/output-token, above-idle J/request,
+latency and throughput per (variant, concurrency), mean ± standard deviation over repeats.
+
+    python benchmarks/variant_table.py RUN_DIR [RUN_DIR ...]
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from harness.store import load_run
+
+COLUMNS = [
+    ("J/request", lambda s: s["energy"]["j_per_request_mean"]),
+    ("J/output token", lambda s: s["energy"]["j_per_output_token"]),
+    ("above-idle J/request", lambda s: s["energy"]["above_idle_j_per_request_mean"]),
+    ("idle W", lambda s: s["energy"]["idle_power_w"]),
+    ("mean W", lambda s: s["energy"]["mean_power_w"]),
+    ("e2e p50 s", lambda s: s["latency"]["e2e_s"]["p50"]),
+    ("TTFT p50 s", lambda s: s["latency"]["ttft_s"]["p50"]),
+    ("output tok/s", lambda s: s["latency"]["output_tokens_per_s"]),
+]
+
+
+def main(paths: list[Path]) -> None:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    gpu = set()
+    for path in paths:
+        run = load_run(path)
+        if not run.summary.get("energy", {}).get("available"):
+            continue
+        key = (run.manifest["variant"]["name"], run.manifest["settings"]["concurrency"])
+        groups[key].append(run.summary)
+        gpu.update(g["name"] for g in run.manifest.get("meter", {}).get("gpus", []))
+    print(f"GPU: {', '.join(sorted(gpu)) or 'n/a'}")
+    print("| variant | in flight | runs | " + " | ".join(name for name, _ in COLUMNS) + " |")
+    print("|---|---|---|" + "---|" * len(COLUMNS))
+    for (variant, concurrency), summaries in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        cells = []
+        for _, get in COLUMNS:
+            values = np.array([get(s) for s in summaries if get(s) is not None], dtype=float)
+            cells.append("n/a" if len(values) == 0 else
+                         f"{values.mean():.3g} ± {values.std(ddof=1):.2g}" if len(values) > 1 else f"{values[0]:.3g}")
+        print(f"| {variant} | {concurrency} | {len(summaries)} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    main([Path(p) for p in sys.argv[1:]])
