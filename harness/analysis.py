@@ -13,7 +13,13 @@ from harness.energy.analysis import ENERGY_COLUMNS, EnergySummary, EnergyWindow,
 from harness.energy.attribute import PhaseWeights
 from harness.scoring.quality import quality_summary, score_requests
 from harness.store import (
-    RunData, load_run, read_json, read_power, read_requests, write_summary, write_tables,
+    RunData,
+    load_run,
+    read_json,
+    read_power,
+    read_requests,
+    write_summary,
+    write_tables,
 )
 
 

@@ -102,7 +102,11 @@ def run_cmd(variant, base_url, model, api_key_file, model_path, dummy_weights, s
             max_failure_share) -> None:
     """Replay a suite against a vLLM server and measure every request."""
     from harness.config import (
-        DEFAULT_VARIANT, RunSettings, Sampling, load_suite_spec, load_variant,
+        DEFAULT_VARIANT,
+        RunSettings,
+        Sampling,
+        load_suite_spec,
+        load_variant,
     )
     from harness.energy.attribute import PhaseWeights
     from harness.progress import for_terminal

@@ -7,6 +7,7 @@ nothing already measured; the run is then marked incomplete and can be resumed."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import platform
 import signal
@@ -96,8 +97,10 @@ def resolve_model_path(variant: Variant, dummy_weights: bool, progress: Progress
 
 
 def host_facts() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
+               platform.processor())
     return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
             "cpu_count": os.cpu_count()}
 
@@ -162,8 +165,8 @@ class _Loop:
                     return
                 result = await stream_chat(self.client, self.request(unit, seed), self.timeout_s)
                 if result.status == "ok" and result.model and result.model != self.server.model:
-                    result = StreamResult(**{**asdict(result), "status": "wrong_model",
-                                             "error": f"answered as model '{result.model}', asked '{self.server.model}'"})
+                    wrong = f"answered as model '{result.model}', asked '{self.server.model}'"
+                    result = StreamResult(**{**asdict(result), "status": "wrong_model", "error": wrong})
                 will_retry = result.transient and attempt <= s.max_retries
                 record = to_record(self.run_id, unit, attempt, seed, result, self.clock)
                 if will_retry:
@@ -338,10 +341,8 @@ def _raise_interrupt(signum, frame):
 def _exit_now(launched: LaunchedServer | None):
     def handler(signum, frame):
         if launched is not None and launched.proc is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(launched.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         os._exit(130)
     return handler
 
@@ -359,9 +360,8 @@ def resume_spec(run_dir: Path, *, base_url: str | None, model: str | None, api_k
     settings = RunSettings(**{**saved, "sampling": Sampling(**manifest["sampling"])})
     variant_block = manifest.get("variant") or {}
     variant = None
-    if base_url is None:
-        if variant_block.get("attached"):
-            raise ConfigError(f"{run_dir} was attached to a server; resume it with --base-url URL")
+    if base_url is None and variant_block.get("attached"):
+        raise ConfigError(f"{run_dir} was attached to a server; resume it with --base-url URL")
     if variant_block.get("source"):
         variant = load_variant(variant_block["source"])
     return RunSpec(suite=load_suite_spec(manifest["suite"]["source"]), settings=settings, variant=variant,

@@ -7,6 +7,7 @@ to a YAML file and passed with `--config`, so vLLM reads its own keys unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -75,7 +76,8 @@ def probe(base_url: str, model: str | None, api_key: str | None, timeout: float 
     try:
         listing = _get_json(root + "/v1/models", timeout, api_key)
     except urllib.error.HTTPError as exc:
-        raise ServerError(f"{base_url}: /v1/models answered HTTP {exc.code}; not an OpenAI-compatible server?") from None
+        raise ServerError(f"{base_url}: /v1/models answered HTTP {exc.code}; "
+                          f"not an OpenAI-compatible server?") from None
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise ServerError(f"{base_url}: cannot reach an OpenAI-compatible server ({reason})") from None
@@ -88,10 +90,9 @@ def probe(base_url: str, model: str | None, api_key: str | None, timeout: float 
     elif model not in served:
         raise ServerError(f"{base_url}: model '{model}' is not served (served: {', '.join(served)})")
     version = None
-    try:
+    # Not every OpenAI-compatible server has /version; the log may still say.
+    with contextlib.suppress(OSError, ValueError, AttributeError):
         version = (_get_json(root + "/version", timeout, api_key) or {}).get("version")
-    except (OSError, ValueError, AttributeError):
-        pass  # not every OpenAI-compatible server has /version; the log may still say
     return model, version
 
 
@@ -191,10 +192,8 @@ class LaunchedServer:
                 break
             except subprocess.TimeoutExpired:
                 continue
-        try:  # the engine's worker processes share the group; none may outlive the server
+        with contextlib.suppress(ProcessLookupError):  # the engine's workers share the group: none may outlive it
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     def __exit__(self, *exc) -> None:
         self.stop()

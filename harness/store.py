@@ -187,7 +187,8 @@ def read_request_journal(run_dir: Path) -> pd.DataFrame:
 def read_power_journal(run_dir: Path) -> pd.DataFrame:
     path = run_dir / "power.csv"
     if not path.exists():
-        return pd.DataFrame({k: pd.Series(dtype="float64") for k in POWER_FIELDS}).astype({"t_ns": "int64", "gpu": "int64"})
+        empty = pd.DataFrame({k: pd.Series(dtype="float64") for k in POWER_FIELDS})
+        return empty.astype({"t_ns": "int64", "gpu": "int64"})
     try:
         frame = pd.read_csv(path, on_bad_lines="skip")
     except pd.errors.EmptyDataError:

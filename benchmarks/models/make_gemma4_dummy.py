@@ -125,9 +125,18 @@ def build_vocab(size, special):
 
 def build(out, preset_name, layout):
     import transformers
-    from transformers import (Gemma4AudioConfig, Gemma4AudioFeatureExtractor, Gemma4Config,
-                              Gemma4ImageProcessor, Gemma4Processor, Gemma4TextConfig, Gemma4VideoProcessor,
-                              Gemma4VisionConfig, GemmaTokenizer, GenerationConfig)
+    from transformers import (
+        Gemma4AudioConfig,
+        Gemma4AudioFeatureExtractor,
+        Gemma4Config,
+        Gemma4ImageProcessor,
+        Gemma4Processor,
+        Gemma4TextConfig,
+        Gemma4VideoProcessor,
+        Gemma4VisionConfig,
+        GemmaTokenizer,
+        GenerationConfig,
+    )
 
     p = PRESETS[preset_name]
     special = {**TEXT_SPECIAL_IDS, **p["mm_ids"]}

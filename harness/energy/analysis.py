@@ -10,7 +10,11 @@ import pandas as pd
 
 from harness.energy.attribute import Attribution, PhaseWeights, Schedule, attribute
 from harness.energy.integrate import (
-    PowerCurve, combine_gpus, counter_delta_all_gpus, distinct_update_period_s, energy_between,
+    PowerCurve,
+    combine_gpus,
+    counter_delta_all_gpus,
+    distinct_update_period_s,
+    energy_between,
     mean_sample_rate_hz,
 )
 
@@ -154,7 +158,8 @@ def analyse(samples: pd.DataFrame, requests: pd.DataFrame, *, idle: EnergyWindow
         j_per_request_mean=float(per_request.mean()), j_per_request_median=float(per_request.median()),
         j_per_request_p90=float(per_request.quantile(0.9)),
         j_per_output_token=float(ok["energy_j"].sum()) / total_tokens if total_tokens else None,
-        above_idle_j_per_request_mean=float(ok["energy_above_idle_j"].mean()) if above is not None and len(ok) else None,
+        above_idle_j_per_request_mean=(float(ok["energy_above_idle_j"].mean())
+                                       if above is not None and len(ok) else None),
         prefill_share=float(att.prefill_j.sum() / att.request_j.sum()) if att.request_j.sum() > 0 else None,
         sensor_period_s=sensor_period, sample_rate_hz=mean_sample_rate_hz(samples["t_ns"].to_numpy()),
         gap_excluded_s=sum(g.duration_s for g in gaps),
@@ -193,7 +198,8 @@ def hold_edges(samples: pd.DataFrame, window: EnergyWindow, max_periods: float =
         for edge, row, sign in ((window.start_ns, first, -1), (window.end_ns, last, +1)):
             gap = (edge - row["t_ns"]) * sign
             if 0 < gap <= limit:
-                energy = row["energy_mj"] + sign * row["power_w"] * gap / 1e6 if pd.notna(row["energy_mj"]) else np.nan
+                energy = (row["energy_mj"] + sign * row["power_w"] * gap / 1e6) if pd.notna(row["energy_mj"]) \
+                    else np.nan
                 extra.append({"t_ns": int(edge), "gpu": gpu, "power_w": row["power_w"], "energy_mj": energy})
     if not extra:
         return samples

@@ -54,7 +54,7 @@ class Schedule:
 
     @classmethod
     def from_lists(cls, start: list[int], first_token: list[int | None], end: list[int]) -> Schedule:
-        ft = [e if f is None else f for f, e in zip(first_token, end)]  # no token: prefill throughout
+        ft = [e if f is None else f for f, e in zip(first_token, end, strict=True)]  # no token: prefill throughout
         return cls(np.asarray(start, np.int64), np.asarray(ft, np.int64), np.asarray(end, np.int64))
 
     def __len__(self) -> int:

@@ -75,8 +75,8 @@ def read_trace_file(path: Path, clock: RunClock | None = None) -> pd.DataFrame:
         if col not in frame:
             frame[col] = np.nan
     frame = frame[["t_ns", "gpu", "power_w", "energy_mj", "temperature_c", "sm_clock_mhz", "throttle_reasons"]]
-    return frame.astype({"t_ns": "int64", "gpu": "int64", "power_w": "float64"}).sort_values(["t_ns", "gpu"],
-                                                                                          ignore_index=True)
+    frame = frame.astype({"t_ns": "int64", "gpu": "int64", "power_w": "float64"})
+    return frame.sort_values(["t_ns", "gpu"], ignore_index=True)
 
 
 class TraceMeter:
@@ -145,7 +145,8 @@ class NvmlMeter:
             self._refuse_mig(handle, ident)
             has_counter = self._has_counter(handle)
             if not has_counter and not power_only:
-                raise MeterError(f"GPU {ident} has no energy counter; pass --energy power-only to integrate power alone")
+                raise MeterError(f"GPU {ident} has no energy counter; pass --energy power-only to integrate "
+                                 f"power alone")
             self.handles.append(handle)
             infos.append(GpuInfo(index=n, uuid=self._str(pynvml.nvmlDeviceGetUUID(handle)),
                                  name=self._str(pynvml.nvmlDeviceGetName(handle)),

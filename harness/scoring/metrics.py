@@ -210,7 +210,7 @@ def cider_d(predictions: Sequence[str], references: Sequence[Sequence[str]], sig
         return vec, norms, sum(counts[0].values())
 
     scores = []
-    for pred, item in zip(predictions, refs_ngrams):
+    for pred, item in zip(predictions, refs_ngrams, strict=True):
         cand_counts = [_ngrams(caption_tokens(pred), n) for n in range(1, 5)]
         vec_c, norm_c, len_c = vector(cand_counts)
         total = [0.0] * 4
@@ -238,7 +238,7 @@ METRICS = sorted(set(PER_ANSWER) | CORPUS)
 def score_answers(metric: str, predictions: Sequence[str], references: Sequence[Sequence[str]]) -> list[float]:
     """Scores in [0, 1] for a list of answers that share one metric."""
     if metric in PER_ANSWER:
-        return [PER_ANSWER[metric](p, r) for p, r in zip(predictions, references)]
+        return [PER_ANSWER[metric](p, r) for p, r in zip(predictions, references, strict=True)]
     if metric == "cider":
         return [min(1.0, s / 10.0) for s in cider_d(predictions, references)]
     raise KeyError(metric)

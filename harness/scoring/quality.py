@@ -20,7 +20,8 @@ def score_requests(requests: pd.DataFrame) -> pd.DataFrame:
     final = ~out["retried"].astype(bool)
     for metric, group in out[final].groupby("metric"):
         refs = [list(r) if r is not None else [] for r in group["references"]]
-        answers = [t if s == "ok" else "" for t, s in zip(group["output_text"].fillna(""), group["status"])]
+        texts, statuses = group["output_text"].fillna(""), group["status"]
+        answers = [t if s == "ok" else "" for t, s in zip(texts, statuses, strict=True)]
         out.loc[group.index, "score"] = score_answers(str(metric), answers, refs)
     out.loc[final & (out["status"] != "ok"), "score"] = 0.0
     return out

@@ -82,7 +82,7 @@ def chart(rng: random.Random, i: int) -> dict:
         draw.line([(left - 4, y), (left, y)], fill="black")
         draw.text((8, y - 7), str(tick), fill="black", font=f)
     width = 240 // len(labels)
-    for n, (label, value) in enumerate(zip(labels, values)):
+    for n, (label, value) in enumerate(zip(labels, values, strict=True)):
         x0 = left + 10 + n * width
         draw.rectangle([x0, bottom - (bottom - top) * value / 100, x0 + width - 14, bottom], fill=(70, 110, 200))
         draw.text((x0 + width // 2 - 10, bottom + 6), label, fill="black", font=f)

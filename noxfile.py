@@ -1,0 +1,48 @@
+"""Project sessions. `nox -s demo` sets up and runs the main job; `nox -s tests` runs the tests.
+
+The vLLM CPU engine lives in its own venv outside the checkout (~7 GB, built once by
+scripts/install-cpu-engine.sh and reused by every clone on the machine); the harness never
+depends on it."""
+
+import os
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "tests"]
+
+ENGINE_SCRIPT = "scripts/install-cpu-engine.sh"
+
+
+def _engine(session: nox.Session) -> None:
+    session.run("bash", ENGINE_SCRIPT, external=True)
+
+
+@nox.session
+def engine(session: nox.Session) -> None:
+    """Build (or reuse) the vLLM CPU engine's virtual environment."""
+    _engine(session)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", "harness", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Unit + integration tests (mock server, CPU engine, browser), and the GPU-trace replays."""
+    _engine(session)
+    session.install("-e", ".[test]")
+    session.run("pytest", "-q", "-ra", *session.posargs, env={"PYTHONUNBUFFERED": "1"})
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Set up everything and run the main job on the embedded default (CPU engine, default suite)."""
+    _engine(session)
+    session.install("-e", ".")
+    args = session.posargs or ["--variant", "cpu-tiny"]
+    session.run("bench", "run", *args, env={"BENCH_HOME": os.getcwd()})

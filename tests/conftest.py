@@ -1,0 +1,57 @@
+"""Shared fixtures: real processes on loopback (mock OpenAI server, `bench` CLI subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+H200_RUNS = FIXTURES / "h200-20261127"
+
+
+class MockServer:
+    def __init__(self, proc: subprocess.Popen, port: int):
+        self.proc, self.port = proc, port
+        self.url = f"http://127.0.0.1:{port}"
+
+    def control(self, **update) -> None:
+        request = urllib.request.Request(self.url + "/_control", data=json.dumps(update).encode(), method="POST")
+        urllib.request.urlopen(request, timeout=5).read()
+
+    def received(self) -> list[dict]:
+        return json.loads(urllib.request.urlopen(self.url + "/_requests", timeout=5).read())
+
+
+def start_mock(*args: str) -> MockServer:
+    proc = subprocess.Popen([sys.executable, "-m", "harness.mock_server", "--port", "0", *args],
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    line = proc.stdout.readline()
+    assert line.startswith("listening on"), line
+    return MockServer(proc, int(line.split()[-1]))
+
+
+@pytest.fixture
+def mock_server():
+    servers = []
+
+    def make(*args: str) -> MockServer:
+        servers.append(start_mock(*args))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.proc.kill()
+        server.proc.wait()
+
+
+def bench(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess, as a user would."""
+    return subprocess.run([sys.executable, "-m", "harness.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})})
