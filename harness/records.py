@@ -60,7 +60,6 @@ class RequestRecord:
     status: str  # "ok" or an error kind: http_5xx, http_4xx, timeout, connection, protocol, wrong_model
     http_status: int | None = None
     error: str | None = None
-    retried: bool = False  # a later attempt of the same item/sample exists
     image_converted_from: str | None = None
 
     @property

@@ -27,7 +27,7 @@ from harness.energy.meters import PowerMeter, open_meter
 from harness.errors import ConfigError, RunAborted, ServerError
 from harness.records import RequestRecord, RunClock
 from harness.server import LaunchedServer, ServerHandle, attach, log_tail
-from harness.store import RunStore, read_json, read_request_journal
+from harness.store import RunStore, mark_retried, read_json, read_request_journal
 from harness.suite import Suite, SuiteItem, load_suite
 
 RETRY_BACKOFF_S = 0.5
@@ -105,6 +105,17 @@ def host_facts() -> dict:
             "cpu_count": os.cpu_count()}
 
 
+TRANSIENT = ("http_5xx", "timeout", "connection", "protocol")
+
+
+def finished_keys(journal) -> set[tuple[str, int]]:
+    """(item, sample) pairs whose last attempt is final: answered, or failed for a reason a
+    retry would not fix. Items cut off by a crash or a signal are missing and will be re-sent."""
+    final = mark_retried(journal)
+    final = final[~final["retried"]]
+    return {(r.item_id, int(r.sample_index)) for r in final.itertuples() if r.status not in TRANSIENT}
+
+
 def work_units(suite: Suite, samples: int, done: set[tuple[str, int]]) -> list[WorkUnit]:
     units = [WorkUnit(pos, item, k) for k in range(samples) for pos, item in enumerate(suite.items)]
     return [u for u in units if u.key not in done]
@@ -169,8 +180,6 @@ class _Loop:
                     result = StreamResult(**{**asdict(result), "status": "wrong_model", "error": wrong})
                 will_retry = result.transient and attempt <= s.max_retries
                 record = to_record(self.run_id, unit, attempt, seed, result, self.clock)
-                if will_retry:
-                    record = RequestRecord(**{**record.to_dict(), "retried": True})
                 self.store.append_request(record)  # on disk before anything else happens
                 self.store.append_power(self.meter.drain())
                 if not will_retry:
@@ -238,8 +247,7 @@ def execute(spec: RunSpec, progress: Progress) -> Path:
             store.close()
             raise ConfigError(f"{spec.resume_dir}: the suite changed since the run started (hash differs)")
         run_id = manifest["run_id"]
-        journal = read_request_journal(spec.resume_dir)
-        done = {(r.item_id, int(r.sample_index)) for r in journal.itertuples() if not r.retried}
+        done = finished_keys(read_request_journal(spec.resume_dir))
     else:
         store = RunStore.open_new(s.results_dir, s.run_id)
         run_id, manifest, done = s.run_id, None, set()
@@ -281,7 +289,7 @@ def execute(spec: RunSpec, progress: Progress) -> Path:
         manifest.setdefault("variant", variant_block)
         manifest["server"] = {"base_url": server.base_url, "model": server.model, "launched": server.launched,
                               "command": server.command, "env_overrides": server.env_overrides,
-                              "vllm_version": server.vllm_version}
+                              "vllm_version": server.vllm_version, "pid": server.pid}
         meter = open_meter(s.energy, tensor_parallel_size=(spec.variant.tensor_parallel_size if spec.variant else 1),
                            rate_hz=s.sample_rate_hz, clock=clock, trace=s.power_trace,
                            environ={**os.environ, **(spec.variant.env if spec.variant else {})})

@@ -158,8 +158,18 @@ def read_requests(run_dir: Path) -> pd.DataFrame:
     """The request table: the journal where there is one (the source of truth while and after a
     run), else the consolidated parquet (archived runs kept without their journals)."""
     if not (run_dir / "requests.jsonl").exists() and (run_dir / "requests.parquet").exists():
-        return pd.read_parquet(run_dir / "requests.parquet", columns=list(RequestRecord.__dataclass_fields__))
-    return read_request_journal(run_dir)
+        return mark_retried(pd.read_parquet(run_dir / "requests.parquet",
+                                            columns=list(RequestRecord.__dataclass_fields__)))
+    return mark_retried(read_request_journal(run_dir))
+
+
+def mark_retried(requests: pd.DataFrame) -> pd.DataFrame:
+    """`retried` is true for every attempt but the last of its (item, sample): a retry within a
+    run, or an item re-sent after `--resume`. Only the last attempt counts for quality/latency;
+    every attempt counts for energy."""
+    out = requests.sort_values("start_ns", kind="stable", ignore_index=True)
+    out["retried"] = out.duplicated(["item_id", "sample_index"], keep="last")
+    return out
 
 
 def read_power(run_dir: Path) -> pd.DataFrame:

