@@ -54,7 +54,7 @@ def from_runs(paths: list[Path]) -> None:
         print(row(run.run_id, energy, run.manifest.get("meter", {}).get("extra", {})))
 
 
-def live(seconds: float) -> None:
+def live(seconds: float, save: Path | None) -> None:
     """Sample NVML for `seconds` with a synthetic schedule of back-to-back 'requests' of 0.5 s."""
     from harness.energy.meters import NvmlMeter
 
@@ -66,6 +66,8 @@ def live(seconds: float) -> None:
     time.sleep(seconds)
     t1 = time.monotonic_ns()
     samples = pd.DataFrame([s.__dict__ for s in meter.stop()])
+    if save is not None:
+        samples.to_parquet(save, index=False)
     step = 500_000_000
     starts = list(range(t0 + 10_000_000, t1 - step, step))
     requests = pd.DataFrame({"start_ns": starts, "end_ns": [s + step - 1_000_000 for s in starts],
@@ -81,9 +83,10 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="*", type=Path)
     ap.add_argument("--live", type=float, default=None, help="sample NVML for this many seconds")
+    ap.add_argument("--save", type=Path, default=None, help="with --live: write the samples to this parquet")
     a = ap.parse_args()
     if a.live:
-        live(a.live)
+        live(a.live, a.save)
     elif a.runs:
         from_runs(a.runs)
     else:
