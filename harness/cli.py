@@ -201,10 +201,40 @@ def reanalyze_cmd(run_dir: Path, power_trace: Path | None) -> None:
     _print_summary(run_dir)
 
 
+@main.command("gate")
+@click.option("--baseline", "baseline_dir", type=click.Path(path_type=Path), required=True, help="bf16 run folder.")
+@click.option("--candidate", "candidate_dir", type=click.Path(path_type=Path), required=True,
+              help="Candidate run folder.")
+@click.option("--threshold", type=float, default=0.8, show_default=True, help="Quality ratio to reach.")
+@click.option("--confidence", type=float, default=0.95, show_default=True, help="Confidence of the interval.")
+@click.option("--resamples", type=int, default=10_000, show_default=True, help="Bootstrap resamples.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def gate_cmd(baseline_dir, candidate_dir, threshold, confidence, resamples, seed, as_json) -> None:
+    """Quality gate: candidate ≥ threshold × baseline? Exit 0 PASS, 1 FAIL, 3 INCONCLUSIVE."""
+    import json
+
+    from harness.comparison import load_comparable, run_gate
+    from harness.report.text import gate_lines
+    from harness.scoring.gate import EXIT_CODES
+
+    (baseline, candidate), _ = load_comparable([baseline_dir, candidate_dir])
+    result = run_gate(baseline, candidate, threshold=threshold, confidence=confidence, resamples=resamples,
+                      seed=seed)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        for line in gate_lines(result, baseline.run_id, candidate.run_id):
+            click.echo(line)
+    sys.exit(EXIT_CODES[result.verdict])
+
+
 def run() -> None:
     """Console-script entry point."""
     try:
-        main.main(standalone_mode=False, prog_name="bench")
+        code = main.main(standalone_mode=False, prog_name="bench")
+        if isinstance(code, int):
+            sys.exit(code)
     except click.exceptions.Abort:
         click.echo("bench: aborted", err=True)
         sys.exit(130)

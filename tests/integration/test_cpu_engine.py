@@ -30,3 +30,15 @@ def test_cpu_tiny_run_with_concurrency(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["energy"]["available"] is False and summary["quality"]["scored"] == 3
     assert "energy: unavailable" in result.stdout
+
+
+@needs_engine
+def test_gate_on_two_cpu_tiny_runs_is_not_a_pass(tmp_path):
+    """Random weights answer (nearly) nothing right: the gate must not claim a PASS."""
+    for run_id in ("base", "cand"):
+        result = bench("run", "--variant", "cpu-tiny", "--limit", "14", "--concurrency", "4", "--results-dir",
+                       tmp_path, "--run-id", run_id, timeout=900)
+        assert result.returncode == 0, result.stderr[-3000:]
+    result = bench("gate", "--baseline", tmp_path / "base", "--candidate", tmp_path / "cand")
+    assert result.returncode in (1, 3), result.stdout + result.stderr
+    assert ("INCONCLUSIVE" in result.stdout) == (result.returncode == 3)
