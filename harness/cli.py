@@ -229,6 +229,74 @@ def gate_cmd(baseline_dir, candidate_dir, threshold, confidence, resamples, seed
     sys.exit(EXIT_CODES[result.verdict])
 
 
+@main.command("report")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder [default: the run folder].")
+def report_cmd(run_dir: Path, out: Path | None) -> None:
+    """Write report.md, report.html and plots of a stored run."""
+    from harness.report.render import run_report
+    from harness.store import load_run
+
+    md, page = run_report(load_run(run_dir), out)
+    click.echo(f"wrote {md} and {page}")
+
+
+@main.command("compare")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("results/compare"), show_default=True)
+@click.option("--force", is_flag=True, help="Compare runs over different suites or sampling (the report says so).")
+@click.option("--threshold", type=float, default=0.8, show_default=True)
+@click.option("--confidence", type=float, default=0.95, show_default=True)
+def compare_cmd(run_dirs, out, force, threshold, confidence) -> None:
+    """Compare runs side by side against the first (the baseline), with the quality gate."""
+    from harness.comparison import load_comparable, run_gate
+    from harness.report.render import compare_report
+
+    if len(run_dirs) < 2:
+        raise ConfigError("compare needs at least two run folders")
+    runs, problems = load_comparable(list(run_dirs), force=force)
+    gates = {}
+    for run in runs[1:]:
+        if "score" in run.requests and run.requests["score"].notna().any():
+            gates[run.run_id] = run_gate(runs[0], run, threshold=threshold, confidence=confidence)
+    md, page = compare_report(runs, gates, problems, out)
+    for run_id, g in gates.items():
+        click.echo(f"{run_id}: gate {g.verdict}")
+    click.echo(f"wrote {md} and {page}")
+
+
+@main.command("submit")
+@click.argument("run_dir", required=False, type=click.Path(path_type=Path))
+@click.option("--baseline", "baseline_dir", type=click.Path(path_type=Path), default=None, help="bf16 run folder.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder [default: the run folder].")
+@click.option("--check", "check_file", type=click.Path(path_type=Path), default=None,
+              help="Validate a submission file instead; exit 1 if a reviewer would reject it.")
+def submit_cmd(run_dir, baseline_dir, out, check_file) -> None:
+    """Write the submission energy report (JSON + one page), or --check one."""
+    import json
+
+    from harness.comparison import load_comparable, run_gate
+    from harness.report import submission
+
+    if check_file is not None:
+        _, findings = submission.check(check_file)
+        for finding in findings:
+            click.echo(f"finding: {finding}")
+        click.echo(f"{check_file}: {'REJECT' if findings else 'OK'} ({len(findings)} finding(s))")
+        sys.exit(1 if findings else 0)
+    if run_dir is None or baseline_dir is None:
+        raise ConfigError("submit needs RUN_DIR and --baseline RUN_DIR (or --check FILE)")
+    (baseline, run), _ = load_comparable([baseline_dir, run_dir])
+    doc = submission.build(run, baseline, run_gate(baseline, run, threshold=0.8, confidence=0.95))
+    target = out or run.dir
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "submission.json").write_text(json.dumps(doc, indent=2) + "\n")
+    md, page = submission.render(doc, target)
+    for finding in doc["findings"]:
+        click.echo(f"finding: {finding}")
+    click.echo(f"wrote {target / 'submission.json'}, {md} and {page}")
+
+
 def run() -> None:
     """Console-script entry point."""
     try:

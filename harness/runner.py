@@ -224,6 +224,8 @@ class _Loop:
 
 
 def _describe(variant: Variant, model_path: str | None, dummy: bool) -> dict:
+    if model_path is None and dummy:
+        model_path = f"dummy weights ({variant.dummy_model.folder_name()})"
     return {"name": variant.name, "source": str(variant.source), "model": model_path or variant.model,
             "dummy_weights": dummy, "served_model_name": variant.served_model_name, "vllm": variant.vllm,
             "env": variant.env, "attached": False}

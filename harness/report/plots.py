@@ -1,0 +1,121 @@
+"""Matplotlib figures of a stored run (Agg backend, PNG files). Each function takes tables and
+returns the path it wrote, or None when the data for that plot is missing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+MAX_POINTS = 20_000  # power points drawn; longer traces are averaged into bins first
+DPI = 110
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def in_flight(requests: pd.DataFrame, grid_ns: np.ndarray) -> np.ndarray:
+    """Requests in flight at each grid time (event sweep, O((R + G) log R))."""
+    starts = np.sort(requests["start_ns"].to_numpy(np.int64))
+    ends = np.sort(requests["end_ns"].to_numpy(np.int64))
+    return np.searchsorted(starts, grid_ns, side="right") - np.searchsorted(ends, grid_ns, side="right")
+
+
+def power_over_time(power: pd.DataFrame, requests: pd.DataFrame, idle_w: float | None, path: Path) -> Path | None:
+    if power.empty or requests.empty:
+        return None
+    total = power.groupby("t_ns")["power_w"].sum()
+    t0 = int(requests["start_ns"].min())
+    t, p = (total.index.to_numpy(np.int64) - t0) / 1e9, total.to_numpy(float)
+    if len(t) > MAX_POINTS:
+        bins = np.linspace(t[0], t[-1], MAX_POINTS + 1)
+        which = np.clip(np.digitize(t, bins) - 1, 0, MAX_POINTS - 1)
+        counts = np.bincount(which, minlength=MAX_POINTS)
+        keep = counts > 0
+        p = (np.bincount(which, weights=p, minlength=MAX_POINTS)[keep] / counts[keep])
+        t = ((bins[:-1] + bins[1:]) / 2)[keep]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 5), sharex=True, height_ratios=[3, 1])
+    top.plot(t, p, lw=0.8, color="#1f5fa8", label="GPU power")
+    if idle_w is not None:
+        top.axhline(idle_w, color="#888", ls="--", lw=1, label=f"idle {idle_w:.0f} W")
+    top.set_ylabel("power (W)")
+    top.legend(loc="upper right", fontsize=8)
+    top.set_title("GPU power and requests in flight")
+    grid = np.linspace(0, (int(requests["end_ns"].max()) - t0), 2000).astype(np.int64) + t0
+    bottom.step((grid - t0) / 1e9, in_flight(requests, grid), where="post", color="#c05a00", lw=1)
+    bottom.set_ylabel("in flight")
+    bottom.set_xlabel("time since first request (s)")
+    return _save(fig, path)
+
+
+def energy_by_task(requests: pd.DataFrame, path: Path) -> Path | None:
+    ok = requests[(requests["status"] == "ok") & requests["energy_j"].notna()]
+    if ok.empty:
+        return None
+    tasks = sorted(ok["task"].unique())
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    ax.boxplot([ok.loc[ok["task"] == t, "energy_j"] for t in tasks], showfliers=False)
+    ax.set_xticks(range(1, len(tasks) + 1), tasks)
+    ax.set_ylabel("energy per request (J)")
+    ax.set_title("Joules per request by task")
+    return _save(fig, path)
+
+
+def latency_cdfs(requests: pd.DataFrame, path: Path) -> Path | None:
+    ok = requests[requests["status"] == "ok"]
+    if ok.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    for column, label in (("ttft_s", "time to first token"), ("e2e_s", "end-to-end")):
+        values = np.sort(ok[column].dropna().to_numpy(float))
+        if len(values):
+            ax.plot(values, np.arange(1, len(values) + 1) / len(values), label=label)
+    ax.set_xlabel("latency (s)")
+    ax.set_ylabel("fraction of requests")
+    ax.set_title("Latency distribution")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def phase_energy(requests: pd.DataFrame, path: Path) -> Path | None:
+    ok = requests[(requests["status"] == "ok") & requests["energy_j"].notna()]
+    if ok.empty:
+        return None
+    by_task = ok.groupby("task")[["prefill_energy_j", "decode_energy_j"]].mean()
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    ax.bar(by_task.index, by_task["prefill_energy_j"], label="prefill", color="#7a4fb0")
+    ax.bar(by_task.index, by_task["decode_energy_j"], bottom=by_task["prefill_energy_j"], label="decode",
+           color="#3d9a5b")
+    ax.set_ylabel("mean energy per request (J)")
+    ax.set_title("Prefill vs decode energy")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def energy_vs_quality(points: list[dict], threshold_quality: float | None, path: Path) -> Path:
+    """One point per run: x J/request, y quality, with the quality interval as error bars."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for point in points:
+        x, y = point["j_per_request"], point["quality"]
+        if x is None or y is None:
+            continue
+        low, high = point.get("quality_low"), point.get("quality_high")
+        yerr = [[y - low], [high - y]] if low is not None and high is not None else None
+        ax.errorbar([x], [y], yerr=yerr, fmt="o", capsize=4)
+        ax.annotate(point["label"], (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    if threshold_quality is not None:
+        ax.axhline(threshold_quality, color="#b00", ls="--", lw=1, label="quality gate (80 % of baseline)")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("energy per request (J)")
+    ax.set_ylabel("quality (mean score)")
+    ax.set_title("Energy vs quality")
+    return _save(fig, path)
