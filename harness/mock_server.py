@@ -4,7 +4,7 @@
 
 Streams SSE like vLLM (`/v1/chat/completions` with `stream_options.include_usage`), serves
 `/health`, `/v1/models`, `/version`. Behaviour can be changed while it runs with
-`POST /_control {"mode": ..., ...}`; `GET /_requests` returns the bodies it received (image
+`POST /_control {"mode": ..., "crash_after": N, ...}`; `GET /_requests` returns the bodies it received (image
 data URLs shortened), so tests check what the harness *sent*, not what a server defaulted to.
 
 Modes: normal | error_500 | crash (exits the process on the next request) | hang (accepts,
@@ -33,6 +33,7 @@ class State:
         self.ttft_s, self.itl_s, self.tokens = args.ttft_ms / 1000, args.itl_ms / 1000, args.tokens
         self.mode, self.fault_rate = "normal", args.fault_rate
         self.answer = args.answer
+        self.crash_after: int | None = None  # exit the process once this many chat requests came in
         self.rng = random.Random(args.seed)
         self.lock = threading.Lock()
         self.bodies: list[dict] = []
@@ -49,6 +50,8 @@ class State:
 
     def pick_mode(self) -> str:
         with self.lock:
+            if self.crash_after is not None and len(self.bodies) > self.crash_after:
+                return "crash"
             if self.mode == "normal" and self.fault_rate and self.rng.random() < self.fault_rate:
                 return self.rng.choice(("error_500", "reset", "garbage"))
             return self.mode
@@ -94,6 +97,7 @@ def make_handler(state: State):
                     state.fault_rate = update.get("fault_rate", state.fault_rate)
                     state.ttft_s = update.get("ttft_ms", state.ttft_s * 1000) / 1000
                     state.tokens = update.get("tokens", state.tokens)
+                    state.crash_after = update.get("crash_after", state.crash_after)
                 return self._json(200, {"mode": state.mode})
             if self.path != "/v1/chat/completions":
                 return self._json(404, {"error": "not found"})
@@ -170,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--answer", default=None, help="answer text (default: 'token token ...')")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    ThreadingHTTPServer.request_queue_size = 256  # a soak at concurrency 32 must not meet a full backlog
     server = ThreadingHTTPServer((args.host, args.port), make_handler(State(args)))
     server.daemon_threads = True
     print(f"listening on {server.server_address[1]}", flush=True)

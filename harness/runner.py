@@ -324,6 +324,9 @@ def execute(spec: RunSpec, progress: Progress) -> Path:
         manifest["incomplete_cause"] = cause
         if launched is not None:
             manifest["server_log_tail"] = log_tail(launched.log_path)
+        if isinstance(exc, ServerError) and not (store.dir / "requests.jsonl").exists():
+            manifest["status"] = "failed"  # the server never came up: nothing to resume
+            raise
         raise RunAborted(f"run {run_id} stopped early: {cause}. What was measured is in {store.dir}; "
                          f"continue with: bench run --resume {store.dir}") from None
     finally:
