@@ -11,7 +11,7 @@ import pandas as pd
 
 from harness.energy.analysis import ENERGY_COLUMNS, EnergySummary, EnergyWindow, analyse, unavailable
 from harness.energy.attribute import PhaseWeights
-from harness.scoring.quality import quality_summary, score_requests
+from harness.scoring.quality import item_table, quality_summary, score_requests
 from harness.store import (
     RunData,
     load_run,
@@ -112,6 +112,7 @@ def finalize_run(run_dir: Path, power_trace: pd.DataFrame | None = None) -> dict
     requests, energy = energy_for(manifest, requests, power)
     requests = score_requests(requests)
     write_tables(run_dir, requests, power)
+    item_table(requests).to_parquet(run_dir / "items.parquet")
     summary = build_summary(manifest, requests, energy)
     write_summary(run_dir, summary)
     return summary
@@ -122,6 +123,7 @@ def rescore(run_dir: Path) -> dict:
     run: RunData = load_run(run_dir)
     requests = score_requests(run.requests)
     write_tables(run_dir, requests, None)
+    item_table(requests).to_parquet(run_dir / "items.parquet")
     energy = EnergySummary(**{k: v for k, v in run.summary.get("energy", {}).items()
                               if k in EnergySummary.__dataclass_fields__}) if run.summary.get("energy") \
         else unavailable("not analysed")

@@ -24,7 +24,7 @@ from harness.client import StreamResult, build_request, stream_chat
 from harness.config import RunSettings, SuiteSpec, Variant, default_models_dir
 from harness.energy.attribute import PhaseWeights
 from harness.energy.meters import PowerMeter, open_meter
-from harness.errors import ConfigError, RunAborted, ServerError
+from harness.errors import ConfigError, HarnessError, RunAborted, ServerError
 from harness.records import RequestRecord, RunClock
 from harness.server import LaunchedServer, ServerHandle, attach, log_tail
 from harness.store import RunStore, mark_retried, read_json, read_request_journal
@@ -329,6 +329,10 @@ def execute(spec: RunSpec, progress: Progress) -> Path:
             raise
         raise RunAborted(f"run {run_id} stopped early: {cause}. What was measured is in {store.dir}; "
                          f"continue with: bench run --resume {store.dir}") from None
+    except HarnessError as exc:  # bad input found after the folder was made (meter, model, ...)
+        manifest["status"] = "failed"
+        manifest["incomplete_cause"] = str(exc).splitlines()[0]
+        raise
     finally:
         if meter is not None:
             store.append_power(meter.stop())

@@ -124,12 +124,14 @@ class NvmlMeter:
     once a second and at stop. Temperature, SM clock and clock-event reasons once a second."""
 
     def __init__(self, gpus: list[str], rate_hz: float = 100.0, power_only: bool = False,
-                 slow_period_s: float = 1.0, counter_period_s: float = 1.0):
-        try:
-            import pynvml
-        except ImportError as exc:
-            raise MeterError(f"pynvml is not importable: {exc}") from None
-        self.nv = pynvml
+                 slow_period_s: float = 1.0, counter_period_s: float = 1.0, nvml=None):
+        """`nvml`: the NVML binding (the `pynvml` module by default; tests pass a stand-in)."""
+        if nvml is None:
+            try:
+                import pynvml as nvml
+            except ImportError as exc:
+                raise MeterError(f"pynvml is not importable: {exc}") from None
+        self.nv = pynvml = nvml
         try:
             pynvml.nvmlInit()
         except pynvml.NVMLError as exc:

@@ -37,6 +37,17 @@ def item_scores(requests: pd.DataFrame) -> pd.DataFrame:
     })
 
 
+def item_table(requests: pd.DataFrame) -> pd.DataFrame:
+    """items.parquet: per item, the mean and spread of its score and energy over its samples."""
+    final = requests[~requests["retried"].astype(bool)]
+    grouped = final.groupby("item_id")
+    table = item_scores(requests).rename(columns={"mean": "score_mean", "std": "score_std"})
+    if "energy_j" in final:
+        table["energy_j_mean"] = grouped["energy_j"].mean()
+        table["energy_j_std"] = grouped["energy_j"].std(ddof=1)
+    return table
+
+
 def quality_summary(requests: pd.DataFrame) -> dict:
     if "score" not in requests or requests["score"].isna().all():
         return {"scored": 0, "overall": None, "by_task": {}, "score_sum": None}

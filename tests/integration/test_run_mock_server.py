@@ -108,3 +108,18 @@ def test_same_run_id_twice_is_refused(mock_server, tmp_path):
     assert bench(*run_args(server, tmp_path, "--limit", "1", "--run-id", "dup")).returncode == 0
     second = bench(*run_args(server, tmp_path, "--limit", "1", "--run-id", "dup"))
     assert second.returncode != 0 and "already exists" in second.stderr
+
+
+def test_samples_give_per_item_mean_and_spread(mock_server, tmp_path):
+    server = mock_server("--answer", "A")
+    assert bench(*run_args(server, tmp_path, "--limit", "7", "--samples", "3", "--run-id", "k3")).returncode == 0
+    items = pd.read_parquet(tmp_path / "k3" / "items.parquet")
+    assert len(items) == 7 and (items["samples"] == 3).all()
+    assert {"score_mean", "score_std", "energy_j_mean"} <= set(items.columns)
+
+
+def test_energy_required_without_nvml_is_a_one_line_error(mock_server, tmp_path):
+    server = mock_server()
+    result = bench(*run_args(server, tmp_path, "--limit", "1", "--energy", "nvml"))
+    assert result.returncode == 2 and "NVML is not available" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

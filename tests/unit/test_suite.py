@@ -22,12 +22,12 @@ def test_default_suite_has_seven_tasks_and_rebuilds_byte_for_byte(tmp_path):
     assert out.read_bytes() == (SUITES_DIR / "default" / "data.parquet").read_bytes()
 
 
-def write_suite(tmp_path, images: dict[str, bytes], fmt="disk", extra_yaml="", columns=None):
+def write_suite(tmp_path, images: dict[str, bytes], fmt="disk", extra_yaml="", columns=None, refs=None):
     import datasets
 
     ds = datasets.Dataset.from_dict({
         "qid": list(images), "img": [{"bytes": b, "path": None} for b in images.values()],
-        "q": ["What is shown?"] * len(images), "ans": [["x"]] * len(images),
+        "q": ["What is shown?"] * len(images), "ans": refs if refs is not None else [["x"]] * len(images),
     }, features=datasets.Features({"qid": datasets.Value("string"), "img": datasets.Image(),
                                    "q": datasets.Value("string"), "ans": datasets.Sequence(datasets.Value("string"))}))
     if fmt == "disk":
@@ -100,3 +100,9 @@ def test_request_puts_the_image_first_as_original_bytes_with_competition_samplin
     assert base64.b64decode(image["image_url"]["url"].split(",", 1)[1]) == item.image_bytes
     assert (req["temperature"], req["top_p"], req["extra_body"]["top_k"]) == (1.0, 0.95, 64)
     assert req["stream"] and req["stream_options"] == {"include_usage": True} and req["seed"] == 7
+
+
+def test_item_without_reference_is_refused_when_the_metric_needs_one(tmp_path):
+    spec = write_suite(tmp_path, {"a": image_bytes("PNG")}, fmt="parquet", refs=[[]])
+    with pytest.raises(SuiteError, match="no reference answer, but metric 'exact_match' needs one"):
+        load_suite(spec)
