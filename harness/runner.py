@@ -237,37 +237,55 @@ def _sampling_sent(request: dict) -> dict:
     return sent
 
 
-def execute(spec: RunSpec, progress: Progress) -> Path:
-    """Run (or resume) a benchmark; returns the run folder. Raises RunAborted when it stops early."""
+def _open_run(spec: RunSpec, suite: Suite, max_tokens: int) -> tuple[RunStore, dict, set[tuple[str, int]]]:
+    """The run folder (new, or the one being resumed), its manifest, and what is already done."""
     s = spec.settings
-    suite = load_suite(spec.suite, s.limit)
-    max_tokens = s.sampling.max_tokens or spec.suite.max_tokens
     if spec.resume_dir is not None:
         store = RunStore.open_resume(spec.resume_dir)
         manifest = read_json(spec.resume_dir / "manifest.json")
         if manifest["suite"]["hash"] != suite.content_hash:
             store.close()
             raise ConfigError(f"{spec.resume_dir}: the suite changed since the run started (hash differs)")
-        run_id = manifest["run_id"]
-        done = finished_keys(read_request_journal(spec.resume_dir))
-    else:
-        store = RunStore.open_new(s.results_dir, s.run_id)
-        run_id, manifest, done = s.run_id, None, set()
+        return store, manifest, finished_keys(read_request_journal(spec.resume_dir))
+    store = RunStore.open_new(s.results_dir, s.run_id)
+    probe_request = build_request(suite.items[0], "?", s.sampling, max_tokens, s.seed)
+    manifest = {
+        "run_id": s.run_id, "status": "running", "harness_version": harness.__version__,
+        "created_wall_s": time.time(), "host": host_facts(),
+        "suite": {"name": spec.suite.name, "source": str(spec.suite.source), "hash": suite.content_hash,
+                  "items": len(suite.items), "tasks": suite.task_counts(), "limit": s.limit},
+        "sampling": asdict(s.sampling), "sampling_sent": _sampling_sent(probe_request),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items() if k != "sampling"},
+        "phase_weights": asdict(spec.weights), "segments": [],
+    }
+    return store, manifest, set()
+
+
+def _connect(spec: RunSpec, store: RunStore, progress: Progress) -> tuple[ServerHandle, LaunchedServer | None, dict]:
+    """Attach to the server, or launch the variant's; returns what the manifest says of it."""
+    if spec.base_url:
+        server = attach(spec.base_url, spec.model, spec.api_key)
+        # Attached to a server someone started for a known variant: record what it declares.
+        block = {**_describe(spec.variant, None, spec.dummy_weights), "attached": True} if spec.variant \
+            else {"name": "attached", "attached": True}
+        return server, None, block
+    variant = spec.variant
+    model_path, dummy = resolve_model_path(variant, spec.dummy_weights, progress)
+    progress.message(f"starting vLLM for variant '{variant.name}' (log: {store.dir / 'server.log'})")
+    launched = LaunchedServer(variant, model_path, store.dir, load_format_dummy=dummy)
+    return launched.__enter__(), launched, _describe(variant, model_path, dummy)
+
+
+def execute(spec: RunSpec, progress: Progress) -> Path:
+    """Run (or resume) a benchmark; returns the run folder. Raises RunAborted when it stops early."""
+    s = spec.settings
+    suite = load_suite(spec.suite, s.limit)
+    max_tokens = s.sampling.max_tokens or spec.suite.max_tokens
+    store, manifest, done = _open_run(spec, suite, max_tokens)
+    run_id = manifest["run_id"]
     units = work_units(suite, s.samples, done)
     clock = RunClock.now()
     segment: dict = {"started_wall_s": time.time(), "clock_wall_minus_mono_ns": clock.wall_minus_mono_ns}
-    if manifest is None:
-        probe_request = build_request(suite.items[0], "?", s.sampling, max_tokens, s.seed)
-        manifest = {
-            "run_id": run_id, "status": "running", "harness_version": harness.__version__,
-            "created_wall_s": time.time(), "host": host_facts(),
-            "suite": {"name": spec.suite.name, "source": str(spec.suite.source), "hash": suite.content_hash,
-                      "items": len(suite.items), "tasks": suite.task_counts(), "limit": s.limit},
-            "sampling": asdict(s.sampling), "sampling_sent": _sampling_sent(probe_request),
-            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items()
-                         if k not in ("sampling",)},
-            "phase_weights": asdict(spec.weights), "segments": [],
-        }
     manifest["status"] = "running"
     store.write_manifest(manifest)
 
@@ -276,18 +294,7 @@ def execute(spec: RunSpec, progress: Progress) -> Path:
     previous_handlers = {}
     try:
         previous_handlers[signal.SIGTERM] = signal.signal(signal.SIGTERM, _raise_interrupt)
-        if spec.base_url:
-            server = attach(spec.base_url, spec.model, spec.api_key)
-            # Attached to a server someone started for a known variant: record what it declares.
-            variant_block = {**_describe(spec.variant, None, spec.dummy_weights), "attached": True} \
-                if spec.variant else {"name": "attached", "attached": True}
-        else:
-            variant = spec.variant
-            model_path, dummy = resolve_model_path(variant, spec.dummy_weights, progress)
-            variant_block = _describe(variant, model_path, dummy)
-            progress.message(f"starting vLLM for variant '{variant.name}' (log: {store.dir / 'server.log'})")
-            launched = LaunchedServer(variant, model_path, store.dir, load_format_dummy=dummy)
-            server = launched.__enter__()
+        server, launched, variant_block = _connect(spec, store, progress)
         manifest.setdefault("variant", variant_block)
         manifest["server"] = {"base_url": server.base_url, "model": server.model, "launched": server.launched,
                               "command": server.command, "env_overrides": server.env_overrides,

@@ -166,6 +166,9 @@ def analyse(samples: pd.DataFrame, requests: pd.DataFrame, *, idle: EnergyWindow
         phase_weights={"prefill": weights.prefill, "decode": weights.decode},
     )
     summary.flags = validity_flags(summary, in_window, power_limit_w)
+    if gaps:
+        summary.flags.append(f"resumed: {len(gaps)} gap(s) between run segments ({summary.gap_excluded_s:.1f} s) "
+                              f"left out of the energy")
     return out, summary
 
 

@@ -89,3 +89,4 @@ def test_server_killed_then_ctrl_c_then_resume_gives_one_consistent_run(tmp_path
     assert len(final) == ITEMS and final["item_id"].is_unique and (final["status"] == "ok").all()
     summary = json.loads((run / "summary.json").read_text())
     assert summary["latency"]["ok"] == ITEMS
+    assert summary["energy"]["available"] is False  # no GPU here; on a GPU the gaps would be flagged

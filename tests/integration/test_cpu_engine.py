@@ -30,6 +30,11 @@ def test_cpu_tiny_run_with_concurrency(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["energy"]["available"] is False and summary["quality"]["scored"] == 3
     assert "energy: unavailable" in result.stdout
+    # The report, comparison and submission commands work on a CPU run too.
+    assert bench("report", run).returncode == 0 and "energy unavailable" in (run / "report.html").read_text()
+    assert bench("compare", run, run, "--out", tmp_path / "cmp").returncode == 0
+    submitted = bench("submit", run, "--baseline", run, "--out", tmp_path / "sub")
+    assert submitted.returncode == 0 and "no energy measurement" in submitted.stdout
 
 
 @needs_engine
