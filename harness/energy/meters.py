@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
+from harness.energy.integrate import distinct_update_period_s
 from harness.errors import MeterError
 from harness.records import GpuInfo, MeterInfo, PowerSample, RunClock
 
@@ -233,7 +234,6 @@ class NvmlMeter:
         while time.monotonic() < end:
             t.append(time.monotonic_ns())
             p.append(self._power_w(handle))
-        from harness.energy.integrate import distinct_update_period_s
         return distinct_update_period_s(np.asarray(t), np.asarray(p))
 
     def _read(self, n: int, final: bool = False) -> list[PowerSample]:
