@@ -6,6 +6,7 @@
 #   install     check and unpack the vLLM 0.23.0 payload (built by shared/gpu/build_payload.sh)
 #               into /tmp/site, add the harness's missing wheels (.carry/wheels), patch vLLM
 #   measure V   benchmarks/gpu/measure.py for variant V (bf16, fp8); results packed into $OUT
+#   cli ARGS…   `bench ARGS…` itself (last step: takes the remaining arguments); results packed
 # The machine forgets everything 30 s after a call: make the calls back to back.
 set -uo pipefail
 T0=$(date +%s)
@@ -81,6 +82,8 @@ while [ $# -gt 0 ]; do
     info) info ;;
     install) install ;;
     measure) shift; measure "$1" ;;
+    cli) shift; python3 -m harness.cli "$@" --results-dir "$RESULTS" 2>&1 | grep -v -E "Warning|warn\(" | tail -40
+         tar -czf "$OUT/results-cli.tgz" -C "$RESULTS" . ; exit 0 ;;
     *) log "unknown step $1"; exit 2 ;;
   esac
   shift

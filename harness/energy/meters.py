@@ -24,6 +24,14 @@ from harness.errors import MeterError
 from harness.records import GpuInfo, MeterInfo, PowerSample, RunClock
 
 
+class NvmlUnavailable(MeterError):
+    """No NVML on this machine (no NVIDIA driver, or no binding)."""
+
+    def __init__(self, detail: str):
+        super().__init__(f"NVML is not available ({detail}); use --energy none on a machine without a GPU")
+        self.detail = detail
+
+
 class PowerMeter(Protocol):
     info: MeterInfo
 
@@ -131,12 +139,12 @@ class NvmlMeter:
             try:
                 import pynvml as nvml
             except ImportError as exc:
-                raise MeterError(f"pynvml is not importable: {exc}") from None
+                raise NvmlUnavailable(f"pynvml is not importable: {exc}") from None
         self.nv = pynvml = nvml
         try:
             pynvml.nvmlInit()
         except pynvml.NVMLError as exc:
-            raise MeterError(f"NVML is not available ({exc}); use --energy none on a machine without a GPU") from None
+            raise NvmlUnavailable(str(exc)) from None
         self.rate_hz = rate_hz
         self.slow_every = max(1, round(slow_period_s * rate_hz))
         # The energy counter costs ~4 ms of CPU per read on an H200 VM (instant power ~0.02 ms):
@@ -305,7 +313,7 @@ def open_meter(mode: str, *, tensor_parallel_size: int, rate_hz: float, clock: R
     gpus = visible_gpu_indices(tensor_parallel_size, environ)
     try:
         return NvmlMeter(gpus, rate_hz=rate_hz, power_only=mode == "power-only")
-    except MeterError as exc:
-        if mode == "auto" and ("not available" in str(exc) or "not importable" in str(exc)):
-            return NoMeter(f"no GPU power source on this machine: {exc}")
+    except NvmlUnavailable as exc:
+        if mode == "auto":
+            return NoMeter(f"no GPU power source on this machine (NVML: {exc.detail})")
         raise
