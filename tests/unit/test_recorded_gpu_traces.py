@@ -13,6 +13,9 @@ from harness.store import load_run
 from tests.conftest import H200_RUNS
 
 RUNS = sorted(p for p in H200_RUNS.iterdir() if p.is_dir())
+# Recorded by `bench run --variant bf16 --dummy-weights --concurrency 8` itself, with the final meter
+# (counter once a second and at stop, final reading at stop).
+CLI_RUN = H200_RUNS.parent / "h200-20261127-cli" / "bf16-cli-c8"
 
 
 def replay(run_dir):
@@ -29,7 +32,7 @@ def test_fixtures_are_small_and_present():
     assert all((r / "power.parquet").stat().st_size < 1_000_000 for r in RUNS)
 
 
-@pytest.mark.parametrize("run_dir", RUNS, ids=lambda p: p.name)
+@pytest.mark.parametrize("run_dir", [*RUNS, CLI_RUN], ids=lambda p: p.name)
 def test_attribution_invariant_and_counter_agreement_on_real_traces(run_dir):
     run, samples = replay(run_dir)
     requests = run.requests
