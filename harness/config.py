@@ -65,7 +65,8 @@ class _Keys:
             return None if default is ... else default
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool) and kind in (int, float)):
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):  # YAML true is no number
             names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
             raise ConfigError(f"{self.where}: key '{key}' must be {names}, got {type(value).__name__} {value!r}")
         return value
