@@ -40,6 +40,10 @@ def build_request(item: SuiteItem, model: str, sampling: Sampling, max_tokens: i
     return request
 
 
+# Failures worth retrying: server-side or network trouble, not a bad request.
+TRANSIENT_STATUSES = ("http_5xx", "timeout", "connection", "protocol")
+
+
 @dataclass(frozen=True)
 class StreamResult:
     """What came back for one request, timed on the monotonic clock."""
@@ -59,8 +63,7 @@ class StreamResult:
 
     @property
     def transient(self) -> bool:
-        """Worth retrying: server-side or network trouble, not a bad request."""
-        return self.status in ("http_5xx", "timeout", "connection", "protocol")
+        return self.status in TRANSIENT_STATUSES
 
     def itl_stats(self) -> dict[str, float | None]:
         gaps = np.diff(np.asarray(self.token_times_ns, dtype=np.int64)) / 1e9

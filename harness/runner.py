@@ -20,14 +20,14 @@ from typing import Protocol
 
 import harness
 from harness.analysis import finalize_run
-from harness.client import StreamResult, build_request, stream_chat
+from harness.client import TRANSIENT_STATUSES, StreamResult, build_request, stream_chat
 from harness.config import RunSettings, SuiteSpec, Variant, default_models_dir
 from harness.energy.attribute import PhaseWeights
 from harness.energy.meters import PowerMeter, open_meter
 from harness.errors import ConfigError, HarnessError, RunAborted, ServerError
 from harness.records import RequestRecord, RunClock
 from harness.server import LaunchedServer, ServerHandle, attach, log_tail
-from harness.store import RunStore, mark_retried, read_json, read_request_journal
+from harness.store import RunStore, read_json, read_requests
 from harness.suite import Suite, SuiteItem, load_suite
 
 RETRY_BACKOFF_S = 0.5
@@ -105,15 +105,11 @@ def host_facts() -> dict:
             "cpu_count": os.cpu_count()}
 
 
-TRANSIENT = ("http_5xx", "timeout", "connection", "protocol")
-
-
-def finished_keys(journal) -> set[tuple[str, int]]:
+def finished_keys(requests) -> set[tuple[str, int]]:
     """(item, sample) pairs whose last attempt is final: answered, or failed for a reason a
     retry would not fix. Items cut off by a crash or a signal are missing and will be re-sent."""
-    final = mark_retried(journal)
-    final = final[~final["retried"]]
-    return {(r.item_id, int(r.sample_index)) for r in final.itertuples() if r.status not in TRANSIENT}
+    final = requests[~requests["retried"]]
+    return {(r.item_id, int(r.sample_index)) for r in final.itertuples() if r.status not in TRANSIENT_STATUSES}
 
 
 def work_units(suite: Suite, samples: int, done: set[tuple[str, int]]) -> list[WorkUnit]:
@@ -246,7 +242,7 @@ def _open_run(spec: RunSpec, suite: Suite, max_tokens: int) -> tuple[RunStore, d
         if manifest["suite"]["hash"] != suite.content_hash:
             store.close()
             raise ConfigError(f"{spec.resume_dir}: the suite changed since the run started (hash differs)")
-        return store, manifest, finished_keys(read_request_journal(spec.resume_dir))
+        return store, manifest, finished_keys(read_requests(spec.resume_dir))
     store = RunStore.open_new(s.results_dir, s.run_id)
     probe_request = build_request(suite.items[0], "?", s.sampling, max_tokens, s.seed)
     manifest = {

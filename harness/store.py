@@ -232,7 +232,7 @@ def load_run(run_dir: Path) -> RunData:
         raise ResultsError(f"{run_dir} was written with result schema {version}; this harness reads up to "
                            f"{SCHEMA_VERSION} (upgrade energy-harness)")
     parquet = run_dir / "requests.parquet"
-    requests = pd.read_parquet(parquet) if parquet.exists() else read_request_journal(run_dir)
+    requests = pd.read_parquet(parquet) if parquet.exists() else read_requests(run_dir)
     power_parquet = run_dir / "power.parquet"
     power = pd.read_parquet(power_parquet) if power_parquet.exists() else read_power_journal(run_dir)
     summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {}

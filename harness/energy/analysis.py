@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from harness.energy.attribute import Attribution, PhaseWeights, Schedule, attribute
+from harness.energy.attribute import PhaseWeights, Schedule, attribute
 from harness.energy.integrate import (
     PowerCurve,
     combine_gpus,
@@ -125,12 +125,9 @@ def analyse(samples: pd.DataFrame, requests: pd.DataFrame, *, idle: EnergyWindow
     # The sampled power decides who gets the joules; the counter, where there is one, how many:
     # shares are scaled so that Σ requests + unattributed equals the counter's total exactly.
     scale = counter_j / integral_j if counter_j and integral_j > 0 else 1.0
-    att = raw
-    att = Attribution(att.prefill_j * scale, att.decode_j * scale, (att.unattributed_j - gap_j) * scale,
-                      integral_j * scale)
+    att = raw.scaled(scale, less_unattributed_j=gap_j)
     if above is not None:
-        above = Attribution(above.prefill_j * scale, above.decode_j * scale, above.unattributed_j * scale,
-                            above.window_j * scale)
+        above = above.scaled(scale)
     out = requests.copy()
     out["prefill_energy_j"] = att.prefill_j
     out["decode_energy_j"] = att.decode_j

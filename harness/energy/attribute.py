@@ -72,6 +72,13 @@ class Attribution:
     def request_j(self) -> np.ndarray:
         return self.prefill_j + self.decode_j
 
+    def scaled(self, factor: float, less_unattributed_j: float = 0.0) -> Attribution:
+        """Every share times `factor`; `less_unattributed_j` (unscaled) is taken out of the
+        unattributed part and the window first (stretches left out of the run)."""
+        return Attribution(self.prefill_j * factor, self.decode_j * factor,
+                           (self.unattributed_j - less_unattributed_j) * factor,
+                           (self.window_j - less_unattributed_j) * factor)
+
 
 def attribute(curve: PowerCurve, schedule: Schedule, window: tuple[int, int],
               weights: PhaseWeights = PhaseWeights()) -> Attribution:
