@@ -60,6 +60,7 @@ class StreamResult:
     status: str = "ok"
     http_status: int | None = None
     error: str | None = None
+    cached_tokens: int | None = None
 
     @property
     def transient(self) -> bool:
@@ -113,5 +114,7 @@ async def stream_chat(client, request: dict, timeout_s: float) -> StreamResult:
     if usage is None:
         return StreamResult(start, end, first, tuple(times), "".join(parts), None, None, finish, model,
                             "protocol", None, "the stream ended without a usage report")
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None) if details is not None else None
     return StreamResult(start, end, first, tuple(times), "".join(parts), usage.prompt_tokens,
-                        usage.completion_tokens, finish, model)
+                        usage.completion_tokens, finish, model, cached_tokens=cached)

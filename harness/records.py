@@ -55,12 +55,18 @@ class RequestRecord:
     prompt_tokens: int | None
     completion_tokens: int | None
     finish_reason: str | None
-    output_text: str
+    output_text: str  # the answer (what is scored); reasoning is kept apart
     references: tuple[str, ...]  # the item's reference answers, so a run can be scored on its own
     status: str  # "ok" or an error kind: http_5xx, http_4xx, timeout, connection, protocol, wrong_model
     http_status: int | None = None
     error: str | None = None
     image_converted_from: str | None = None
+    # Prompt tokens the server took from its prefix cache (vLLM: usage.prompt_tokens_details.cached_tokens,
+    # reported when the server runs with --enable-prompt-tokens-details); None when not reported.
+    cached_tokens: int | None = None
+    reasoning_text: str = ""  # streamed reasoning (`reasoning_content` / `reasoning` deltas), never scored
+    reasoning_tokens: int | None = None  # usage.completion_tokens_details.reasoning_tokens when reported
+    anomaly: str | None = None  # what was odd in what the server sent (kept, not fatal), e.g. a missing usage
 
     @property
     def ok(self) -> bool:

@@ -134,6 +134,7 @@ def to_record(run_id: str, unit: WorkUnit, attempt: int, seed: int, result: Stre
         finish_reason=result.finish_reason, output_text=result.text, references=unit.item.references,
         status=result.status,
         http_status=result.http_status, error=result.error, image_converted_from=unit.item.converted_from,
+        cached_tokens=result.cached_tokens,
     )
 
 

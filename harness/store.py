@@ -158,8 +158,9 @@ def read_requests(run_dir: Path) -> pd.DataFrame:
     """The request table: the journal where there is one (the source of truth while and after a
     run), else the consolidated parquet (archived runs kept without their journals)."""
     if not (run_dir / "requests.jsonl").exists() and (run_dir / "requests.parquet").exists():
-        return mark_retried(pd.read_parquet(run_dir / "requests.parquet",
-                                            columns=list(RequestRecord.__dataclass_fields__)))
+        stored = pd.read_parquet(run_dir / "requests.parquet")
+        # Older runs lack the newer record fields: they were not reported then (None).
+        return mark_retried(stored.reindex(columns=list(RequestRecord.__dataclass_fields__)))
     return mark_retried(read_request_journal(run_dir))
 
 
