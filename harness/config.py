@@ -298,6 +298,7 @@ class RunSettings:
     power_trace: Path | None = None
     idle_s: float = 10.0
     sample_rate_hz: float = 100.0
+    idle_after_s: float | None = None  # idle power after the requests; None: same as idle_s
 
     def __post_init__(self) -> None:
         checks = [

@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import sys
+from typing import Protocol
 
 from harness.records import RequestRecord
+
+
+class Progress(Protocol):
+    """Observer of a run's progress (rich bar on a terminal, plain lines otherwise)."""
+
+    def begin(self, total: int, description: str) -> None: ...
+    def advance(self, record: RequestRecord) -> None: ...
+    def message(self, text: str) -> None: ...
+    def end(self) -> None: ...
 
 
 class PlainProgress:
@@ -53,5 +63,5 @@ class RichProgress:
         self.bar.stop()
 
 
-def for_terminal():
+def for_terminal() -> Progress:
     return RichProgress() if sys.stderr.isatty() else PlainProgress()
