@@ -9,6 +9,7 @@ list per block). `from_json` migrates older versions; a newer version is refused
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -268,6 +269,7 @@ class Summary:
 
 # request rows --------------------------------------------------------------------------------
 RECORD_COLUMNS = tuple(RequestRecord.__dataclass_fields__)
+_SURROGATE = re.compile("[\ud800-\udfff]")  # in a Python str, any surrogate is a lone one
 INT_COLUMNS = ("seed", "first_token_ns", "prompt_tokens", "completion_tokens", "http_status", "cached_tokens",
                "reasoning_tokens", "segment", "seq")
 TEXT_COLUMNS = ("output_text", "reasoning_text", "error", "finish_reason", "anomaly")
@@ -275,7 +277,7 @@ TEXT_COLUMNS = ("output_text", "reasoning_text", "error", "finish_reason", "anom
 
 def _as_int(value) -> tuple[int | None, bool]:
     """(the integer, was it odd?) An integral float or numeric string is taken; anything else
-    becomes None and is reported."""
+    becomes None and is reported (the journal keeps the original)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None, False
     if isinstance(value, bool):
@@ -286,7 +288,7 @@ def _as_int(value) -> tuple[int | None, bool]:
         number = float(value)
     except (TypeError, ValueError):
         return None, True
-    return (int(number), not float(number).is_integer()) if math.isfinite(number) else (None, True)
+    return (int(number), False) if math.isfinite(number) and number.is_integer() else (None, True)
 
 
 def _as_text(value) -> tuple[str | None, str | None]:
@@ -302,7 +304,7 @@ def _as_text(value) -> tuple[str | None, str | None]:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        value = value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        value = _SURROGATE.sub("\ufffd", value)
         note = "lone surrogate replaced by U+FFFD in the tables (the journal keeps it)"
     return value, note
 
