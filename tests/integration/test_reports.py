@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import H200_RUNS, bench
+from tests.conftest import H200_RUNS, bench, cli
 
 
 @pytest.fixture
@@ -80,9 +80,28 @@ def test_submission_is_validated_and_checked(gpu_runs, tmp_path):
     assert "temperature=0.0 is not the competition's 1.0" in check.stdout and "not from the hardware" in check.stdout
     del doc["energy"]
     (tmp_path / "broken.json").write_text(json.dumps(doc))
+    assert_check_verifies_hashes_and_verdict(gpu_runs)
     broken = bench("submit", "--check", tmp_path / "broken.json")
     assert broken.returncode == 2 and "does not match its schema" in broken.stderr
     assert len(broken.stderr.strip().splitlines()) == 1
+
+
+def assert_check_verifies_hashes_and_verdict(gpu_runs):
+    """Issue 10 item 16: files edited after submitting, and a verdict that does not follow from
+    the stored interval and threshold, are findings."""
+    run = gpu_runs["fp8-c1-r1"]
+    assert cli("submit", run, "--baseline", gpu_runs["bf16-c1-r1"]).returncode == 0
+    path = run / "submission.json"
+    doc = json.loads(path.read_text())
+    assert "changed since" not in cli("submit", "--check", path).stdout
+    doc["gate"].update(verdict="PASS", low=0.1, high=0.5, ratio=0.3)
+    path.write_text(json.dumps(doc))
+    with open(run / "requests.parquet", "ab") as f:
+        f.write(b"edited")
+    check = cli("submit", "--check", path)
+    assert check.returncode == 1
+    assert "requests.parquet changed since the submission was written" in check.stdout
+    assert "gate verdict PASS does not follow from the interval [0.1, 0.5] and threshold 0.8" in check.stdout
 
 
 CHECK_IMAGES = """<script>

@@ -4,7 +4,7 @@ import json
 
 import pandas as pd
 
-from tests.conftest import bench
+from tests.conftest import bench, cli
 
 
 def run_args(server, tmp_path, *extra):
@@ -123,3 +123,47 @@ def test_energy_required_without_nvml_is_a_one_line_error(mock_server, tmp_path)
     result = bench(*run_args(server, tmp_path, "--limit", "1", "--energy", "nvml"))
     assert result.returncode == 2 and "NVML is not available" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_values_that_were_silently_defaulted_are_refused(mock_server, tmp_path):
+    """Issue 10 item 17: no run with 0 requests, no default swapped in for an explicit 0, no
+    option silently dropped on --resume, no traceback for --out naming a file."""
+    server = mock_server("--ttft-ms", "1", "--itl-ms", "0")
+    base = ["run", "--base-url", server.url, "--results-dir", tmp_path, "--idle-s", "0", "--limit", "2"]
+    assert cli(*base, "--run-id", "ok").returncode == 0
+    (tmp_path / "file").write_text("x")
+    cases = [
+        ([*base, "--max-retries", "-1"], "--max-retries must be ≥ 0"),
+        ([*base, "--timeout", "0"], "--timeout must be > 0"),
+        ([*base, "--max-tokens", "0"], "--max-tokens must be ≥ 1"),
+        (["run", "--resume", tmp_path / "ok", "--concurrency", "4", "--samples", "2"],
+         "--concurrency, --samples cannot change on --resume"),
+        (["report", tmp_path / "ok", "--out", tmp_path / "file"], "is a file"),
+        (["compare", tmp_path / "ok", tmp_path / "ok", "--out", tmp_path / "file"], "is a file"),
+    ]
+    for args, message in cases:
+        result = cli(*args)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "ok"]  # nothing half-made
+
+
+def test_report_and_compare_of_a_killed_run_rebuild_from_the_journal(mock_server, tmp_path):
+    """Issue 10 item 17: a run killed before finalisation has only its journal and manifest."""
+    import json
+
+    server = mock_server("--ttft-ms", "1", "--itl-ms", "0")
+    for name in ("a", "b"):
+        assert cli("run", "--base-url", server.url, "--results-dir", tmp_path, "--run-id", name, "--idle-s", "0",
+                   "--limit", "3").returncode == 0
+    killed = tmp_path / "b"
+    for name in ("summary.json", "requests.parquet", "items.parquet"):
+        (killed / name).unlink()
+    manifest = json.loads((killed / "manifest.json").read_text())
+    (killed / "manifest.json").write_text(json.dumps({**manifest, "status": "running", "segments": []}))
+    report = cli("report", killed)
+    assert report.returncode == 0, report.stderr
+    assert "running" in (killed / "report.md").read_text()
+    compared = cli("compare", tmp_path / "a", killed)
+    assert compared.returncode == 0, compared.stderr
+    assert "is running, not complete" in (tmp_path / "compare-a-vs-b" / "compare.md").read_text()
