@@ -139,8 +139,9 @@ class NvmlMeter:
     once a second and at stop. Temperature, SM clock and clock-event reasons once a second."""
 
     def __init__(self, gpus: list[str], rate_hz: float = 100.0, power_only: bool = False,
-                 slow_period_s: float = 1.0, counter_period_s: float = 1.0, nvml=None):
-        """`nvml`: the NVML binding (the `pynvml` module by default; tests pass a stand-in)."""
+                 slow_period_s: float = 1.0, counter_period_s: float = 1.0, nvml=None, probe_s: float = 1.0):
+        """`nvml`: the NVML binding (the `pynvml` module by default; tests pass a stand-in).
+        `probe_s`: how long to read as fast as possible to measure the sensor's update period."""
         if nvml is None:
             try:
                 import pynvml as nvml
@@ -180,7 +181,7 @@ class NvmlMeter:
             power_source="NVML_FI_DEV_POWER_INSTANT" if self.use_instant else "nvmlDeviceGetPowerUsage",
             driver_version=self._str(pynvml.nvmlSystemGetDriverVersion()),
             nvml_version=self._str(pynvml.nvmlSystemGetNVMLVersion()),
-            requested_rate_hz=rate_hz, sensor_period_s=self._probe_sensor_period(),
+            requested_rate_hz=rate_hz, sensor_period_s=self._probe_sensor_period(probe_s),
         )
         self._samples: list[PowerSample] = []
         self._lock = threading.Lock()
