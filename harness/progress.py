@@ -18,8 +18,8 @@ class Progress(Protocol):
 
 
 class PlainProgress:
-    def __init__(self, stream=sys.stderr):
-        self.stream, self.total, self.done = stream, 0, 0
+    def __init__(self, stream=None):
+        self.stream, self.total, self.done = stream or sys.stderr, 0, 0
 
     def begin(self, total: int, description: str) -> None:
         self.total, self.done = total, 0
