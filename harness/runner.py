@@ -20,7 +20,7 @@ from pathlib import Path
 
 import harness
 from harness.client import build_request
-from harness.config import RunSettings, Variant, default_models_dir
+from harness.config import PROJECT_ROOT, RunSettings, Variant, default_models_dir
 from harness.energy.attribute import PhaseWeights
 from harness.energy.meters import PowerMeter, open_meter
 from harness.errors import ConfigError, HarnessError, ResultsError, RunAborted, ServerError
@@ -52,7 +52,7 @@ def ensure_dummy_model(variant: Variant, progress: Progress) -> str:
     folder = default_models_dir() / variant.dummy_model.folder_name()
     if (folder / "DUMMY_MODEL.json").exists():
         return str(folder)
-    generator = Path(__file__).resolve().parent.parent / "benchmarks" / "models" / "make_gemma4_dummy.py"
+    generator = PROJECT_ROOT / "benchmarks" / "models" / "make_gemma4_dummy.py"  # BENCH_HOME, or the checkout
     python = variant.python or sys.executable
     progress.message(f"generating dummy model folder {folder}")
     result = subprocess.run([python, str(generator), str(folder), "--preset", variant.dummy_model.preset,
