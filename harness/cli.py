@@ -11,9 +11,9 @@ from pathlib import Path
 import click
 
 from harness import __version__
+from harness.comparison import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_THRESHOLD
 from harness.errors import ConfigError, HarnessError
 from harness.records import EnergyMode
-from harness.scoring.gate import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_THRESHOLD
 
 DEBUG = {"on": False}
 
@@ -218,17 +218,13 @@ def reanalyze_cmd(run_dir: Path, power_trace: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def gate_cmd(baseline_dir, candidate_dir, threshold, confidence, resamples, seed, force, as_json) -> None:
     """Quality gate: candidate ≥ threshold × baseline? Exit 0 PASS, 1 FAIL, 3 INCONCLUSIVE."""
-    import json
-
-    from harness.comparison import gate_paths
+    from harness.comparison import EXIT_CODES, gate_json, gate_paths
     from harness.report.text import gate_lines
-    from harness.results import jsonable
-    from harness.scoring.gate import EXIT_CODES
 
     result, baseline, candidate = gate_paths(baseline_dir, candidate_dir, force=force, threshold=threshold,
                                              confidence=confidence, resamples=resamples, seed=seed)
     if as_json:
-        click.echo(json.dumps(jsonable(result.to_dict()), indent=2, allow_nan=False))
+        click.echo(gate_json(result))
     else:
         for line in gate_lines(result, baseline.run_id, candidate.run_id):
             click.echo(line)

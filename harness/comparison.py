@@ -9,7 +9,8 @@ from pathlib import Path
 
 from harness.errors import ComparisonError
 from harness.finalize import open_run
-from harness.scoring.gate import (
+from harness.results import jsonable
+from harness.scoring.gate import (  # the CLI takes the gate's defaults and exit codes from here
     DEFAULT_CONFIDENCE,
     DEFAULT_RESAMPLES,
     DEFAULT_THRESHOLD,
@@ -81,6 +82,13 @@ def gate_paths(baseline: Path, candidate: Path, *, force: bool = False,
     """`bench gate`: load both runs, refuse what is not comparable, gate."""
     (base, cand), _ = load_comparable([baseline, candidate], force=force)
     return run_gate(base, cand, force=force, **parameters), base, cand
+
+
+def gate_json(result: GateResult) -> str:
+    """The gate's result as strict JSON (an undefined bound is null, never NaN)."""
+    import json
+
+    return json.dumps(jsonable(result.to_dict()), indent=2, allow_nan=False)
 
 
 def default_compare_dir(runs: list[RunData]) -> Path:
