@@ -22,7 +22,7 @@ from harness.loop import RunSpec
 from harness.progress import PlainProgress
 from harness.runner import execute, resume_spec
 from harness.store import load_run, read_manifest
-from tests.conftest import ROOT, bench
+from tests.conftest import ROOT, bench, cli
 
 
 def spec_for(server, tmp_path, run_id="r", **settings) -> RunSpec:
@@ -144,3 +144,25 @@ def test_kill_9_and_resume_with_a_trace_counts_neither_downtime_nor_the_trace_tw
     assert run.summary.latency.ok == 8 and e.gap_excluded_s >= 2
     assert e.total_j == pytest.approx(100.0 * e.window_s, rel=0.02)
     assert run.summary.latency.duration_s == pytest.approx(e.window_s)
+
+
+def test_complete_is_written_only_after_the_tables_and_summary(mock_server, tmp_path, monkeypatch):
+    """Item 3: when finalisation fails, the run is not "complete" (so it can be resumed and
+    reanalysed), the original error is kept as the cause, and the next finalisation recovers."""
+    import harness.runner
+
+    server = mock_server("--ttft-ms", "1", "--itl-ms", "0")
+
+    def broken(run_dir, status=None, power_trace=None):
+        raise ValueError("analysis bug")
+
+    monkeypatch.setattr(harness.runner, "finalize_run", broken)
+    with pytest.raises(ValueError, match="analysis bug"):
+        execute(spec_for(server, tmp_path), quiet())
+    m = read_manifest(tmp_path / "r")
+    assert m.status.value == "incomplete" and "finalisation failed: ValueError: analysis bug" in m.incomplete_cause
+    monkeypatch.undo()
+    assert cli("reanalyze", tmp_path / "r").returncode == 0
+    execute(resume_spec(tmp_path / "r", base_url=server.url, model=None, api_key=None), quiet())
+    assert load_run(tmp_path / "r").manifest.complete
+

@@ -92,3 +92,15 @@ def test_a_trace_appended_twice_counts_once():
 
     _, summary = analyse(dedupe_power(twice), requests, idle=None)
     assert summary.total_j == pytest.approx(200.0, rel=1e-6)
+
+
+def test_a_run_whose_server_never_started_loads_as_a_typed_run(tmp_path):
+    """Issue 11: not `{}` -- a typed summary with nothing measured."""
+    from dataclasses import replace
+
+    run = tmp_path / "never"
+    run.mkdir()
+    RunStore(run).write_manifest(replace(manifest(), status=RunStatus.FAILED, incomplete_cause="server exited"))
+    data = open_run(run)
+    assert data.manifest.status == RunStatus.FAILED and data.summary.latency.requests == 0
+    assert not data.summary.energy.available and data.requests.empty
