@@ -34,7 +34,7 @@ from harness.loop import (
     work_units,
 )
 from harness.progress import Progress
-from harness.records import RunClock, RunStatus
+from harness.records import EnergyMode, RunClock, RunStatus
 from harness.results import Manifest, Segment, ServerInfo, SuiteInfo, VariantInfo
 from harness.server import LaunchedServer, ServerHandle, attach, log_tail
 from harness.store import RunStore, is_disk_full, read_manifest, read_requests
@@ -122,14 +122,12 @@ def _open_folder(spec: RunSpec, suite: Suite) -> tuple[RunStore, Manifest, set[t
         return store, manifest, done
     store = RunStore.open_new(s.results_dir, s.run_id)
     probe_request = build_request(suite.items[0], "?", s.sampling, max_tokens_for(spec), s.seed)
-    sent = {k: probe_request[k] for k in ("temperature", "top_p", "max_tokens") if k in probe_request}
-    sent.update(probe_request.get("extra_body", {}))
     manifest = Manifest(
         run_id=s.run_id, status=RunStatus.RUNNING, harness_version=harness.__version__,
         created_wall_s=time.time(), host=host_facts(),
         suite=SuiteInfo(name=spec.suite.name, source=str(spec.suite.source), hash=suite.content_hash,
                         items=len(suite.items), tasks=suite.task_counts(), limit=s.limit),
-        sampling=asdict(s.sampling), sampling_sent=sent, settings=_settings_dict(s),
+        sampling=asdict(s.sampling), sampling_sent=_sampling_sent(probe_request), settings=_settings_dict(s),
         phase_weights=asdict(spec.weights),
     )
     return store, manifest, set()
@@ -210,6 +208,8 @@ def _measure(spec: RunSpec, suite: Suite, journal: _ManifestJournal, segment: Se
 def _stop_meter(meter: PowerMeter, journal: _ManifestJournal) -> None:
     samples = meter.stop()
     journal.update(meter=meter.info)
+    if meter.info.kind == EnergyMode.TRACE and journal.store.has_power():
+        return  # a trace file is the whole run's: an earlier segment journaled it already
     journal.store.append_power(samples)
 
 

@@ -219,6 +219,10 @@ class RunStore:
             f.flush()
             os.fsync(f.fileno())
 
+    def has_power(self) -> bool:
+        path = self.dir / "power.csv"
+        return path.exists() and path.read_bytes().count(b"\n") > 1  # more than the header
+
     def write_manifest(self, manifest: Manifest) -> None:
         write_json(self.dir / "manifest.json", manifest.to_json())
 

@@ -144,6 +144,8 @@ def test_kill_9_and_resume_with_a_trace_counts_neither_downtime_nor_the_trace_tw
     assert run.summary.latency.ok == 8 and e.gap_excluded_s >= 2
     assert e.total_j == pytest.approx(100.0 * e.window_s, rel=0.02)
     assert run.summary.latency.duration_s == pytest.approx(e.window_s)
+    journaled = pd.read_csv(tmp_path / "k" / "power.csv")
+    assert not journaled.duplicated(["t_ns", "gpu"]).any()
 
 
 def test_complete_is_written_only_after_the_tables_and_summary(mock_server, tmp_path, monkeypatch):
@@ -166,3 +168,25 @@ def test_complete_is_written_only_after_the_tables_and_summary(mock_server, tmp_
     execute(resume_spec(tmp_path / "r", base_url=server.url, model=None, api_key=None), quiet())
     assert load_run(tmp_path / "r").manifest.complete
 
+
+
+def test_a_trace_is_journaled_once_across_segments(mock_server, tmp_path):
+    """Item 11: the second segment of an `--energy trace` run does not append the trace again."""
+    server = mock_server("--ttft-ms", "1", "--itl-ms", "0")
+    trace = tmp_path / "trace.csv"
+    write_trace(trace, time.time() - 5, 120)
+    with pytest.raises(RunAborted):
+        execute(spec_for(server, tmp_path, energy="trace", power_trace=trace), _interrupted_after_one())
+    lines = (tmp_path / "r" / "power.csv").read_text().count("\n")
+    assert lines > 100 and load_run(tmp_path / "r").summary.latency.ok < 4
+    execute(resume_spec(tmp_path / "r", base_url=server.url, model=None, api_key=None), quiet())
+    assert (tmp_path / "r" / "power.csv").read_text().count("\n") == lines
+    assert load_run(tmp_path / "r").summary.latency.ok == 4
+
+
+def _interrupted_after_one():
+    """Progress that presses Ctrl-C once the first request is in."""
+    class Interrupt(PlainProgress):
+        def advance(self, record):
+            raise KeyboardInterrupt
+    return Interrupt(open(os.devnull, "w"))  # noqa: SIM115
