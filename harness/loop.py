@@ -3,9 +3,10 @@
 the moment it ends (with the power samples taken so far), so whatever stops the run loses
 nothing already measured.
 
-Extension points for measurement protocols: `RunSpec.warmup_items` (what the warm-up sends),
-`RunSpec.between_passes` (called between the passes of `--samples K`), and the `on_phase`
-callback through which the runner journals each phase into the manifest's segment."""
+Extension points for measurement protocols: `RunSpec.warmup_items` (what the warm-up sends; by
+default noise twins of the suite's items, harness.protocol), `RunSpec.between_passes` (called
+between the passes of `--samples K`), and the `on_phase` callback through which the runner
+journals each phase into the manifest's segment."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from harness.energy.attribute import PhaseWeights
 from harness.energy.meters import PowerMeter
 from harness.errors import ConfigError
 from harness.progress import Progress
+from harness.protocol import warm_up
+from harness.protocol import warmup_items as noise_twins
 from harness.records import RequestRecord, RunClock
 from harness.results import Segment, WarmupInfo, final_attempts
 from harness.server import LaunchedServer, ServerHandle, log_tail
@@ -28,7 +31,7 @@ from harness.store import RunStore
 from harness.suite import Suite, SuiteItem
 
 RETRY_BACKOFF_S = 0.5
-IDLE_SETTLE_S = 2.0  # after the last request, before the idle-after window: let clocks and fans settle
+IDLE_AFTER_SETTLE_S = 3.0  # after the last request, before the idle-after window opens
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ class RunSpec:
     dummy_weights: bool = False
     weights: PhaseWeights = field(default_factory=PhaseWeights)
     resume_dir: Path | None = None
-    warmup_items: Sequence[SuiteItem] | None = None  # what `--warmup N` cycles through [default: the suite's items]
+    warmup_items: Sequence[SuiteItem] | None = None  # what `--warmup N` cycles through [default: noise twins]
     between_passes: Callable[[int], None] | None = None  # called with k after pass k when pass k+1 follows
 
 
@@ -68,6 +71,16 @@ def max_tokens_for(spec: RunSpec) -> int:
 
 def timeout_for(settings: RunSettings, max_tokens: int) -> float:
     return settings.request_timeout_s if settings.request_timeout_s is not None else 30.0 + 0.5 * max_tokens
+
+
+def warmup_plan(spec: RunSpec, suite: Suite) -> tuple[list[SuiteItem], str]:
+    """At most `--warmup N` items for the warm-up, and where they come from: the caller's items
+    (cycled), or noise twins of the suite's items (same shapes, pixels no cache has seen)."""
+    n = spec.settings.warmup
+    if spec.warmup_items is not None:
+        items = list(spec.warmup_items)
+        return ([items[i % len(items)] for i in range(n)] if items else []), "spec"
+    return noise_twins(suite.items, n, seed=spec.settings.seed), "noise twins"
 
 
 def idle_after_s(settings: RunSettings) -> float:
@@ -147,11 +160,11 @@ class WorkLoop:
         self.store.append_power(self.meter.drain())
 
     # one event loop, one client -----------------------------------------------------------
-    def run(self, units: list[WorkUnit], warmup_items: Sequence[SuiteItem]) -> Segment:
-        asyncio.run(self._segment(units, warmup_items))
+    def run(self, units: list[WorkUnit], warmup: tuple[list[SuiteItem], str]) -> Segment:
+        asyncio.run(self._segment(units, warmup))
         return self.segment
 
-    async def _segment(self, units: list[WorkUnit], warmup_items: Sequence[SuiteItem]) -> None:
+    async def _segment(self, units: list[WorkUnit], warmup: tuple[list[SuiteItem], str]) -> None:
         import openai
 
         s = self.spec.settings
@@ -163,10 +176,14 @@ class WorkLoop:
                 self._mark(idle_window_ns=await self._idle(s.idle_s))
             self._drain()
             if s.warmup:
-                self.progress.message(f"{s.warmup} warm-up request(s) at concurrency {s.concurrency}, not recorded")
-                await self._warmup(list(warmup_items), s.warmup)
-                self._mark(warmup=WarmupInfo(s.warmup, s.concurrency,
-                                             "spec" if self.spec.warmup_items is not None else "suite"))
+                items, source = warmup
+                self.progress.message(f"warm-up: up to {len(items)} request(s) ({source}) at concurrency "
+                                      f"{s.concurrency}, until latency settles; not recorded")
+                report = await warm_up(self._warmup_send, items, s.concurrency)
+                self._mark(warmup=WarmupInfo(report.requests, s.concurrency, source, report.rounds, report.settled,
+                                             report.failed, tuple(report.round_median_e2e_s), report.rule))
+                self.progress.message(f"warm-up: {report.requests} request(s) in {report.rounds} round(s), "
+                                      f"{'settled' if report.settled else 'NOT settled'}")
             self._drain()
             self.progress.begin(len(units), self.run_id)
             self._mark(requests_started_ns=time.monotonic_ns())
@@ -177,8 +194,10 @@ class WorkLoop:
             self._mark(requests_ended_ns=time.monotonic_ns())
             after = idle_after_s(s)
             if after > 0 and measuring and not self.abort_reason:
-                self.progress.message(f"settling {IDLE_SETTLE_S:.0f} s, then idle power for {after:.0f} s")
-                await asyncio.sleep(IDLE_SETTLE_S)
+                # A GPU may idle higher after work than before it: measure idle again once it has settled.
+                self.progress.message(f"measuring idle power after the run for {after:.0f} s "
+                                      f"(after {IDLE_AFTER_SETTLE_S:.0f} s to settle)")
+                await asyncio.sleep(IDLE_AFTER_SETTLE_S)
                 self._mark(idle_after_window_ns=await self._idle(after))
             self._drain()
 
@@ -187,18 +206,11 @@ class WorkLoop:
         await asyncio.sleep(seconds)
         return (start, time.monotonic_ns())
 
-    async def _warmup(self, items: list[SuiteItem], n: int) -> None:
-        """`n` requests over `items` (cycled), at the run's concurrency; nothing recorded."""
-        if not items:
-            return
-        sem = asyncio.Semaphore(self.spec.settings.concurrency)
-
-        async def one(item: SuiteItem) -> None:
-            async with sem:
-                request = build_request(item, self.server.model, self.spec.settings.sampling, self.max_tokens, None)
-                await stream_chat(self.client, request, self.timeout_s)
-
-        await asyncio.gather(*(one(items[i % len(items)]) for i in range(n)))
+    async def _warmup_send(self, item: SuiteItem) -> tuple[bool, float]:
+        """One warm-up request (never recorded): (ok, end-to-end seconds)."""
+        request = build_request(item, self.server.model, self.spec.settings.sampling, self.max_tokens, None)
+        result = await stream_chat(self.client, request, self.timeout_s)
+        return result.status == "ok", (result.end_ns - result.start_ns) / 1e9
 
     async def _passes(self, units: list[WorkUnit]) -> None:
         passes = sorted({u.sample_index for u in units})

@@ -84,9 +84,17 @@ class ServerInfo:
 
 @dataclass(frozen=True)
 class WarmupInfo:
+    """What the warm-up did (harness.protocol.warm_up: rounds at the run's concurrency until the
+    latency settles, at most `--warmup N` requests)."""
+
     requests: int
-    concurrency: int
-    items_source: str  # "suite" (the run's items) or "spec" (warm-up items the caller supplied)
+    concurrency: int = 1
+    items_source: str = "noise twins"  # noise twins of the suite's items, or "spec" (the caller's items)
+    rounds: int = 0
+    settled: bool = False
+    failed: int = 0
+    round_median_e2e_s: tuple[float, ...] = ()
+    rule: str = ""
 
 
 @dataclass(frozen=True)
@@ -116,7 +124,9 @@ class Segment:
         for key in ("idle_window_ns", "idle_after_window_ns"):
             data[key] = _window(data.get(key))
         if data.get("warmup"):
-            data["warmup"] = WarmupInfo(**_pick(WarmupInfo, data["warmup"]))
+            warmup = _pick(WarmupInfo, data["warmup"])
+            warmup["round_median_e2e_s"] = tuple(warmup.get("round_median_e2e_s") or ())
+            data["warmup"] = WarmupInfo(**warmup)
         return cls(**data)
 
 

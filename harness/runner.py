@@ -31,6 +31,7 @@ from harness.loop import (
     check_settings,
     finished_keys,
     max_tokens_for,
+    warmup_plan,
     work_units,
 )
 from harness.progress import Progress
@@ -40,7 +41,7 @@ from harness.server import LaunchedServer, ServerHandle, attach, log_tail
 from harness.store import RunStore, is_disk_full, read_manifest, read_requests
 from harness.suite import Suite, load_suite
 
-__all__ = ["RunSpec", "execute", "resume_spec"]
+__all__ = ["Progress", "RunSpec", "execute", "resolve_model_path", "resume_spec"]
 
 # Options that shape what a segment measures; recorded per segment.
 SEGMENT_SETTINGS = ("concurrency", "warmup", "samples", "limit", "max_retries", "request_timeout_s", "idle_s",
@@ -200,7 +201,7 @@ def _measure(spec: RunSpec, suite: Suite, journal: _ManifestJournal, segment: Se
     loop = WorkLoop(spec, journal.manifest.run_id, segment, server, meter, journal.store, clock, progress, launched,
                     on_phase=journal.segment)
     units = work_units(suite, s.samples, done)
-    loop.run(units, spec.warmup_items if spec.warmup_items is not None else suite.items)
+    loop.run(units, warmup_plan(spec, suite) if s.warmup else ([], "none"))
     if loop.abort_reason:
         raise RunAborted(loop.abort_reason)
 
