@@ -14,12 +14,16 @@ from harness.scoring.gate import (  # the CLI takes the gate's defaults and exit
     DEFAULT_CONFIDENCE,
     DEFAULT_RESAMPLES,
     DEFAULT_THRESHOLD,
+    EXIT_CODES,
     GateResult,
     check_parameters,
     gate,
     paired_items,
 )
 from harness.store import RunData, output_dir
+
+__all__ = ["DEFAULT_CONFIDENCE", "DEFAULT_RESAMPLES", "DEFAULT_THRESHOLD", "EXIT_CODES", "compare", "differences",
+           "gate_json", "gate_paths", "gate_refusals", "load_comparable", "run_gate"]
 
 
 def differences(a: RunData, b: RunData) -> list[str]:
