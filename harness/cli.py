@@ -50,14 +50,19 @@ def variants_cmd() -> None:
 @main.command("suites")
 @click.option("--suite", "names", multiple=True, help="Only these suites (name or path).")
 def suites_cmd(names: tuple[str, ...]) -> None:
-    """List suites with item counts per task."""
+    """List suites: metric, max_tokens and data source (Hub suites are not downloaded); local
+    suites also with item counts per task."""
     from harness.config import list_suites, load_suite_spec
-    from harness.suite import load_suite
+    from harness.suite import describe, load_suite
 
     for source in names or [str(p) for p in list_suites()]:
-        suite = load_suite(load_suite_spec(source))
-        tasks = ", ".join(f"{task} {n}" for task, n in suite.task_counts().items())
-        click.echo(f"{suite.spec.name:<10} {len(suite.items):>5} items  ({tasks})  sha256 {suite.content_hash[:12]}")
+        spec = load_suite_spec(source)
+        line = f"{spec.name:<14} {spec.default_metric:<17} max_tokens {spec.max_tokens:<4} {describe(spec)}"
+        if spec.data_format != "hub" or spec.local_copy:
+            suite = load_suite(spec)
+            tasks = ", ".join(f"{task} {n}" for task, n in suite.task_counts().items())
+            line += f"  {len(suite.items)} items ({tasks}) sha256 {suite.content_hash[:12]}"
+        click.echo(line + (f"  [{spec.origin}]" if spec.origin else ""))
 
 
 @main.command("run")

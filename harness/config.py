@@ -184,12 +184,38 @@ def load_variant(name_or_path: str) -> Variant:
 
 @dataclass(frozen=True)
 class ColumnMap:
-    id: str
+    """Which dataset column holds what. Only `image` is required: without `id` items are named
+    `<split>-<row>`, without `prompt` the suite's fixed prompt text is sent (captions)."""
+
+    id: str | None
     image: str
-    prompt: str
-    references: str | None
+    prompt: str | None
+    references: str | None  # "answers", or "answers.answer" for a list of {answer: ...} dicts (VQAv2)
     task: str | None
     metric: str | None
+    options: str | None = None  # the choices of a multiple-choice item (a list, or a string holding one)
+    context: str | None = None  # shown as "Context: ...\n" before the question when not empty (ScienceQA)
+    stratify: str | None = None  # `--limit N` keeps the shares of this column's values (default: task)
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """How the text of a request is built, as lmms-eval's doc_to_text does:
+    pre + [Context: c\n] + question + [\nA. x\nB. y] + post. Dataset text is never parsed as a
+    template, so braces in questions (or in pre/post) are sent as they are."""
+
+    pre: str = ""
+    post: str = ""
+    text: str | None = None  # a fixed prompt for every item (captioning suites)
+    capitalize: bool = False  # TextVQA: question.capitalize()
+    strip: bool = False  # OCRBench: question.strip()
+
+
+# Where the `references` column's value is turned into answer strings for a multiple-choice item:
+# "text" (the stored answer is the letter or the answer itself), "index" (an int or digit string
+# into the options: AI2D, ScienceQA), always stored as (letter, option text).
+REFERENCE_FORMATS = ("text", "index")
+LARGE_IMAGE_POLICIES = ("refuse", "downscale")
 
 
 @dataclass(frozen=True)
@@ -206,14 +232,30 @@ class SuiteSpec:
     default_task: str
     default_metric: str
     max_image_pixels: int
+    subset: str | None = None  # the Hub dataset's configuration (DocVQA, ScienceQA-IMG, ...)
+    prompt: PromptSpec = field(default_factory=PromptSpec)
+    references_format: str = "text"
+    large_images: str = "refuse"  # or "downscale" (to max_image_pixels, recorded per item)
+    thinking: bool = False  # Gemma 4 thinking: "<|think|>" opens a system message (model card)
+    origin: str = ""  # where the definition comes from (lmms-eval task, paper), for `bench suites`
+    local_copy: str | None = None  # a local copy that replaces the Hub download (NAME=PATH or env)
 
     @property
     def root(self) -> Path:
         return self.source.parent
 
+    @property
+    def system_prompt(self) -> str | None:
+        return "<|think|>" if self.thinking else None
+
 
 def list_suites() -> list[Path]:
     return sorted(SUITES_DIR.glob("*/suite.yaml"))
+
+
+def local_copy_variable(name: str) -> str:
+    """BENCH_SUITE_DATA_DOCVQA etc.: a local copy of a Hub suite's data (works for --resume too)."""
+    return "BENCH_SUITE_DATA_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
 
 
 def resolve_suite_path(name_or_path: str) -> Path:
@@ -232,36 +274,65 @@ def resolve_suite_path(name_or_path: str) -> Path:
 
 
 def load_suite_spec(name_or_path: str) -> SuiteSpec:
+    """A suite by name (benchmarks/suites/NAME), by YAML path, or NAME=PATH: the suite NAME read
+    from a local copy at PATH (a save_to_disk folder, parquet files, or a Hub cache)."""
+    local_copy = None
+    if "=" in name_or_path and not Path(name_or_path).exists():
+        name_or_path, local_copy = name_or_path.split("=", 1)
+        if not local_copy:
+            raise ConfigError(f"--suite {name_or_path}=: the local copy's path is empty")
     path = resolve_suite_path(name_or_path)
     keys = _Keys(_read_yaml(path), str(path))
     name = keys.take("name", str, default=path.parent.name)
     description = keys.take("description", str, default="")
+    origin = keys.take("source", str, default="")
     data = _Keys(keys.take("data", dict, required=True), f"{path}: data")
     data_format = data.take("format", str, default="parquet")
     data_path = data.take("path", str, required=True)
+    subset = data.take("subset", str)
     split = data.take("split", str, default="train")
     data.finish()
     if data_format not in ("parquet", "disk", "hub"):
         raise ConfigError(f"{path}: data: format must be parquet, disk or hub, not '{data_format}'")
     cols = _Keys(keys.take("columns", dict, required=True), f"{path}: columns")
     columns = ColumnMap(
-        id=cols.take("id", str, required=True), image=cols.take("image", str, required=True),
-        prompt=cols.take("prompt", str, required=True), references=cols.take("references", str),
-        task=cols.take("task", str), metric=cols.take("metric", str),
+        id=cols.take("id", str), image=cols.take("image", str, required=True),
+        prompt=cols.take("prompt", str), references=cols.take("references", str),
+        task=cols.take("task", str), metric=cols.take("metric", str), options=cols.take("options", str),
+        context=cols.take("context", str), stratify=cols.take("stratify", str),
     )
     cols.finish()
     template = keys.take("prompt_template", str, default="{prompt}")
     if "{prompt}" not in template:
         raise ConfigError(f"{path}: prompt_template must contain {{prompt}}")
+    p = _Keys(keys.take("prompt", dict, default={}), f"{path}: prompt")
+    prompt = PromptSpec(pre=p.take("pre", str, default=""), post=p.take("post", str, default=""),
+                        text=p.take("text", str), capitalize=p.take("capitalize", bool, default=False),
+                        strip=p.take("strip", bool, default=False))
+    p.finish()
+    if columns.prompt is None and prompt.text is None:
+        raise ConfigError(f"{path}: give columns: prompt (the question column) or prompt: text (a fixed prompt)")
     max_tokens = keys.take("max_tokens", int, default=64)
     if max_tokens < 1:
         raise ConfigError(f"{path}: max_tokens must be ≥ 1")
+    references_format = keys.take("references_format", str, default="text")
+    if references_format not in REFERENCE_FORMATS:
+        raise ConfigError(f"{path}: references_format must be one of {', '.join(REFERENCE_FORMATS)}")
+    large_images = keys.take("large_images", str, default="refuse")
+    if large_images not in LARGE_IMAGE_POLICIES:
+        raise ConfigError(f"{path}: large_images must be one of {', '.join(LARGE_IMAGE_POLICIES)}")
+    max_image_pixels = keys.take("max_image_pixels", int, default=40_000_000)
+    if max_image_pixels < 1:
+        raise ConfigError(f"{path}: max_image_pixels must be ≥ 1")
     spec = SuiteSpec(
         name=name, source=path, description=description, data_format=data_format, data_path=data_path,
         split=split, columns=columns, prompt_template=template, max_tokens=max_tokens,
-        default_task=keys.take("task", str, default="default"),
+        default_task=keys.take("task", str, default=name if data_format == "hub" else "default"),
         default_metric=keys.take("metric", str, default="exact_match"),
-        max_image_pixels=keys.take("max_image_pixels", int, default=40_000_000),
+        max_image_pixels=max_image_pixels, subset=subset, prompt=prompt,
+        references_format=references_format, large_images=large_images,
+        thinking=keys.take("thinking", bool, default=False), origin=origin,
+        local_copy=local_copy or os.environ.get(local_copy_variable(name)) or None,
     )
     keys.finish()
     return spec
