@@ -273,6 +273,25 @@ def resolve_suite_path(name_or_path: str) -> Path:
     return path
 
 
+def _suite_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A suite's YAML; `extends: NAME` starts from suite NAME's keys (mappings merged one level
+    deep), e.g. docvqa_thinking = docvqa + thinking: true + a larger max_tokens."""
+    data = _read_yaml(path)
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: key 'extends' must be a suite name")
+    base_path = resolve_suite_path(base).resolve()
+    if base_path in seen or base_path == path.resolve():
+        raise ConfigError(f"{path}: 'extends: {base}' loops back to itself")
+    merged = _suite_yaml(base_path, (*seen, path.resolve()))
+    merged["_bases"] = [merged.pop("name", base_path.parent.name), *merged.get("_bases", [])]
+    for key, value in data.items():
+        merged[key] = {**merged[key], **value} if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
 def load_suite_spec(name_or_path: str) -> SuiteSpec:
     """A suite by name (benchmarks/suites/NAME), by YAML path, or NAME=PATH: the suite NAME read
     from a local copy at PATH (a save_to_disk folder, parquet files, or a Hub cache)."""
@@ -282,8 +301,9 @@ def load_suite_spec(name_or_path: str) -> SuiteSpec:
         if not local_copy:
             raise ConfigError(f"--suite {name_or_path}=: the local copy's path is empty")
     path = resolve_suite_path(name_or_path)
-    keys = _Keys(_read_yaml(path), str(path))
+    keys = _Keys(_suite_yaml(path), str(path))
     name = keys.take("name", str, default=path.parent.name)
+    bases = keys.take("_bases", list, default=[])  # the suites it extends: their local copies serve it too
     description = keys.take("description", str, default="")
     origin = keys.take("source", str, default="")
     data = _Keys(keys.take("data", dict, required=True), f"{path}: data")
@@ -332,7 +352,8 @@ def load_suite_spec(name_or_path: str) -> SuiteSpec:
         max_image_pixels=max_image_pixels, subset=subset, prompt=prompt,
         references_format=references_format, large_images=large_images,
         thinking=keys.take("thinking", bool, default=False), origin=origin,
-        local_copy=local_copy or os.environ.get(local_copy_variable(name)) or None,
+        local_copy=local_copy or next((os.environ[v] for v in map(local_copy_variable, [name, *bases])
+                                        if os.environ.get(v)), None),
     )
     keys.finish()
     return spec

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from harness.config import list_suites, load_suite_spec
-from harness.errors import SuiteError
+from harness.errors import ConfigError, SuiteError
 from harness.scoring.metrics import score_answers
 from harness.suite import load_suite, prepare_image, stratified_indices
 from tests.public_suites import PUBLISHED, fixture_dataset, png, write_hub_cache
@@ -24,7 +24,7 @@ def hub_cache(tmp_path, monkeypatch):
 
 
 def test_at_least_eight_public_suites_are_defined_with_a_stand_in_each():
-    names = {p.parent.name for p in list_suites()} - {"default"}
+    names = {p.parent.name for p in list_suites()} - {"default", "docvqa_thinking"}
     assert len(names) >= 8 and names == set(PUBLISHED)
     for name in names:
         spec = load_suite_spec(name)
@@ -72,7 +72,7 @@ def test_each_suite_loads_from_an_offline_hub_cache_and_scores(name, hub_cache):
 
 def test_a_renamed_column_is_named_with_the_columns_that_exist(hub_cache):
     write_hub_cache(hub_cache, "docvqa", rename={"answers": "answer_list"})
-    with pytest.raises(SuiteError, match=r"'answers' is not a column of the dataset \(it has: questionId, .*answer_list"):
+    with pytest.raises(SuiteError, match=r"'answers' is not a column of the dataset \(it has: questionId, .*answer_li"):
         load_suite(load_suite_spec("docvqa"))
 
 
@@ -175,3 +175,22 @@ def test_large_scans_are_refused_or_downscaled_by_policy():
     width, height = Image.open(io.BytesIO(sent)).size
     assert width * height <= 10_000 and abs(width / height - 4 / 3) < 0.05
     assert note == f"PNG: downscaled 400x300 → {width}x{height}"
+
+
+def test_a_thinking_suite_extends_its_base_and_reads_the_same_data(hub_cache, tmp_path, monkeypatch):
+    write_hub_cache(hub_cache, "docvqa", rows=4)
+    base, thinking = load_suite(load_suite_spec("docvqa")), load_suite(load_suite_spec("docvqa_thinking"))
+    assert [i.id for i in thinking.items] == [i.id for i in base.items]
+    assert [i.prompt for i in thinking.items] == [i.prompt for i in base.items]
+    assert {i.system_prompt for i in thinking.items} == {"<|think|>"} and thinking.spec.max_tokens == 2048
+    assert base.items[0].system_prompt is None and thinking.content_hash != base.content_hash
+    fixture_dataset("docvqa", 3).save_to_disk(str(tmp_path / "copy"))
+    monkeypatch.setenv("BENCH_SUITE_DATA_DOCVQA", str(tmp_path / "copy"))  # the base's local copy serves both
+    assert len(load_suite(load_suite_spec("docvqa_thinking")).items) == 3
+
+
+def test_extends_loops_are_refused(tmp_path):
+    (tmp_path / "a.yaml").write_text(f"extends: {tmp_path / 'b.yaml'}\n")
+    (tmp_path / "b.yaml").write_text(f"extends: {tmp_path / 'a.yaml'}\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_suite_spec(str(tmp_path / "a.yaml"))
