@@ -211,6 +211,15 @@ class PromptSpec:
     strip: bool = False  # OCRBench: question.strip()
 
 
+@dataclass(frozen=True)
+class KeepRule:
+    """Rows kept: `column` equals `equals` (as text), and/or its text has no match of `not_matching`."""
+
+    column: str
+    equals: str | None = None
+    not_matching: str | None = None
+
+
 # Where the `references` column's value is turned into answer strings for a multiple-choice item:
 # "text" (the stored answer is the letter or the answer itself), "index" (an int or digit string
 # into the options: AI2D, ScienceQA), always stored as (letter, option text).
@@ -239,6 +248,7 @@ class SuiteSpec:
     thinking: bool = False  # Gemma 4 thinking: "<|think|>" opens a system message (model card)
     origin: str = ""  # where the definition comes from (lmms-eval task, paper), for `bench suites`
     local_copy: str | None = None  # a local copy that replaces the Hub download (NAME=PATH or env)
+    keep: tuple[KeepRule, ...] = ()  # row filters applied before --limit (MMMU: single-image multiple choice)
 
     @property
     def root(self) -> Path:
@@ -288,7 +298,8 @@ def _suite_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     merged = _suite_yaml(base_path, (*seen, path.resolve()))
     merged["_bases"] = [merged.pop("name", base_path.parent.name), *merged.get("_bases", [])]
     for key, value in data.items():
-        merged[key] = {**merged[key], **value} if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        both = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = {**merged[key], **value} if both else value
     return merged
 
 
@@ -341,6 +352,20 @@ def load_suite_spec(name_or_path: str) -> SuiteSpec:
     large_images = keys.take("large_images", str, default="refuse")
     if large_images not in LARGE_IMAGE_POLICIES:
         raise ConfigError(f"{path}: large_images must be one of {', '.join(LARGE_IMAGE_POLICIES)}")
+    keep = []
+    for i, rule in enumerate(keys.take("keep", list, default=[])):
+        if not isinstance(rule, dict):
+            raise ConfigError(f"{path}: keep[{i}] must be a mapping (column, equals / not_matching)")
+        r = _Keys(rule, f"{path}: keep[{i}]")
+        rule = KeepRule(r.take("column", str, required=True), r.take("equals", str), r.take("not_matching", str))
+        r.finish()
+        if rule.equals is None and rule.not_matching is None:
+            raise ConfigError(f"{path}: keep[{i}] needs equals or not_matching")
+        try:
+            re.compile(rule.not_matching or "")
+        except re.error as exc:
+            raise ConfigError(f"{path}: keep[{i}]: not_matching is not a regular expression ({exc})") from None
+        keep.append(rule)
     max_image_pixels = keys.take("max_image_pixels", int, default=40_000_000)
     if max_image_pixels < 1:
         raise ConfigError(f"{path}: max_image_pixels must be ≥ 1")
@@ -354,6 +379,7 @@ def load_suite_spec(name_or_path: str) -> SuiteSpec:
         thinking=keys.take("thinking", bool, default=False), origin=origin,
         local_copy=local_copy or next((os.environ[v] for v in map(local_copy_variable, [name, *bases])
                                         if os.environ.get(v)), None),
+        keep=tuple(keep),
     )
     keys.finish()
     return spec

@@ -147,14 +147,16 @@ def _read_disk(path: Path, spec: SuiteSpec) -> _Table:
 
 def _card_patterns(card: Path, subset: str | None, split: str) -> list[str]:
     """The data files of (subset, split) as the dataset card's `configs:` block declares them."""
+    import yaml
+
     try:
         text = card.read_text(encoding="utf-8")
-        import yaml
-
         header = yaml.safe_load(text.split("---")[1]) if text.startswith("---") else None
-    except (OSError, IndexError, ValueError, Exception):  # a card we cannot read: fall back to names
+    except (OSError, UnicodeDecodeError, IndexError, yaml.YAMLError):  # no usable card: the usual file names
         return []
-    for config in (header or {}).get("configs") or []:
+    if not isinstance(header, dict):
+        return []
+    for config in header.get("configs") or []:
         if not isinstance(config, dict) or config.get("config_name", "default") != (subset or "default"):
             continue
         for entry in config.get("data_files") or []:
@@ -441,7 +443,7 @@ def prepare_image(raw: bytes, item_id: str, max_pixels: int, large: str) -> tupl
 def _check_columns(spec: SuiteSpec, table: _Table) -> None:
     cols = spec.columns
     wanted = [cols.id, cols.image, cols.prompt, cols.references, cols.task, cols.metric, cols.options,
-              cols.context, cols.stratify]
+              cols.context, cols.stratify, *(rule.column for rule in spec.keep)]
     for column in [c.split(".")[0] for c in wanted if c]:
         if column not in table.column_names:
             raise SuiteError(f"{spec.source}: columns: '{column}' is not a column of the dataset "
@@ -456,12 +458,19 @@ def load_suite(spec: SuiteSpec, limit: int | None = None, seed: int = 0) -> Suit
     cols = spec.columns
     if table.num_rows == 0:
         raise SuiteError(f"{spec.source}: the dataset has no items")
-    if limit is not None and limit < table.num_rows:
+    kept = list(range(table.num_rows))
+    for rule in spec.keep:
+        values, pattern = table.column(rule.column), re.compile(rule.not_matching or "(?!)")
+        kept = [i for i in kept if (rule.equals is None or _as_text(values[i]) == rule.equals)
+                and not pattern.search("" if values[i] is None else _as_text(values[i]))]
+    if not kept:
+        raise SuiteError(f"{spec.source}: no row passes the suite's keep rules")
+    if limit is not None and limit < len(kept):
         strata = cols.stratify or cols.task
         labels = table.column(strata) if strata else [""] * table.num_rows
-        indices = stratified_indices(labels, limit, seed)
+        indices = [kept[i] for i in stratified_indices([labels[i] for i in kept], limit, seed)]
     else:
-        indices = list(range(table.num_rows))
+        indices = kept
 
     items, seen, digest = [], set(), hashlib.sha256()
     for index, row in zip(indices, table.rows(indices), strict=True):

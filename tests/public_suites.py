@@ -94,6 +94,18 @@ def _nocaps(i):
                                                                          for k in range(10)]}
 
 
+def _mmmu(i):
+    # rows 0, 1: single-image multiple choice (kept); 2: open question; 3: a second image; 4: image options
+    kinds = ["multiple-choice", "multiple-choice", "open", "multiple-choice", "multiple-choice", "multiple-choice"]
+    question = "<image 1> Which curve is the demand?" if i != 3 else "Compare <image 1> and <image 2>."
+    options = "['D1', 'S1', 'D2']" if i != 4 else "['<image 2>', '<image 3>']"
+    return {"id": f"validation_Economics_{i + 1}", "question": question, "options": options if i != 2 else "[]",
+            "explanation": "", "image_1": png(i), "image_2": png(9) if i == 3 else None, "image_3": None,
+            "image_4": None, "image_5": None, "image_6": None, "image_7": None, "img_type": "['Plots']",
+            "answer": "A" if i != 2 else "4", "topic_difficulty": "Easy", "question_type": kinds[i],
+            "subfield": "Macroeconomics"}
+
+
 # name → (Hub repo, path pattern of the split as in the card's configs, config name, features, row maker)
 PUBLISHED = {
     "docvqa": ("lmms-lab-encoder/DocVQA", "DocVQA/validation-*", "DocVQA", datasets.Features({
@@ -122,6 +134,9 @@ PUBLISHED = {
     "coco_cap": ("lmms-lab-encoder/COCO-Caption", "data/val-*", "default", datasets.Features({
         "question_id": S, "image": Image(), "question": S, "answer": Sequence(S), "id": I64, "license": I8,
         "file_name": S, "coco_url": S, "height": I32, "width": I32, "date_captured": S}), _coco),
+    "mmmu": ("lmms-lab-encoder/MMMU", "data/validation-*", "default", datasets.Features({
+        "id": S, "question": S, "options": S, "explanation": S, **{f"image_{k}": Image() for k in range(1, 8)},
+        "img_type": S, "answer": S, "topic_difficulty": S, "question_type": S, "subfield": S}), _mmmu),
     "nocaps": ("lmms-lab-encoder/NoCaps", "data/validation-*", "default", datasets.Features({
         "image": Image(), "image_coco_url": S, "image_date_captured": S, "image_file_name": S, "image_height": I32,
         "image_width": I32, "image_id": I32, "image_license": I8, "image_open_images_id": S,

@@ -47,6 +47,8 @@ EXPECTED = {
     "scienceqa_img": ("Context: Look at the picture.\nWhich animal is a mammal?\nA. shark\nB. whale\nC. trout\n"
                       "Answer with the option's letter from the given choices directly.", ("B", "whale"), "whale",
                       "A whale is a mammal"),
+    "mmmu": ("<image 1> Which curve is the demand?\nA. D1\nB. S1\nC. D2\n\n"
+             "Answer with the option's letter from the given choices directly.", ("A", "D1"), "**A**", "B"),
     "coco_cap": ("Provide a one-sentence caption for the provided image.", None, None, None),
     "nocaps": ("Provide a one-sentence caption for the provided image.", None, None, None),
 }
@@ -56,7 +58,8 @@ EXPECTED = {
 def test_each_suite_loads_from_an_offline_hub_cache_and_scores(name, hub_cache):
     write_hub_cache(hub_cache, name)
     suite = load_suite(load_suite_spec(name))
-    assert len(suite.items) == 6 and len({i.id for i in suite.items}) == 6
+    kept = 3 if name == "mmmu" else 6  # MMMU: no open question, no second image
+    assert len(suite.items) == kept and len({i.id for i in suite.items}) == kept
     first = suite.items[0]
     prompt, refs, right, wrong = EXPECTED[name]
     assert first.prompt == prompt and first.image_mime == "image/png" and first.converted_from is None
@@ -194,3 +197,19 @@ def test_extends_loops_are_refused(tmp_path):
     (tmp_path / "b.yaml").write_text(f"extends: {tmp_path / 'a.yaml'}\n")
     with pytest.raises(ConfigError, match="loops back"):
         load_suite_spec(str(tmp_path / "a.yaml"))
+
+
+def test_mmmu_keeps_single_image_multiple_choice_questions_only(hub_cache):
+    write_hub_cache(hub_cache, "mmmu")
+    ids = [i.id for i in load_suite(load_suite_spec("mmmu")).items]
+    assert ids == ["validation_Economics_1", "validation_Economics_2", "validation_Economics_6"]
+
+
+def test_bad_keep_rules_are_config_errors(tmp_path):
+    for rule, message in [("[{column: q}]", "needs equals or not_matching"), ("[{column: q, not_matching: '('}]",
+                                                                              "not a regular expression"),
+                          ("[q]", "must be a mapping")]:
+        (tmp_path / "suite.yaml").write_text(f"data: {{format: parquet, path: d.parquet}}\n"
+                                             f"columns: {{image: i, prompt: q}}\nkeep: {rule}\n")
+        with pytest.raises(ConfigError, match=message):
+            load_suite_spec(str(tmp_path / "suite.yaml"))
