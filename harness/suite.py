@@ -34,7 +34,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.config import SuiteSpec
+from harness.config import SuiteSpec, local_copy_variable
 from harness.errors import SuiteError
 from harness.scoring.metrics import METRICS
 
@@ -213,13 +213,14 @@ def _hub_snapshot(spec: SuiteSpec) -> Path:
         return Path(snapshot_download(spec.data_path, repo_type="dataset", cache_dir=str(cache),
                                       allow_patterns=patterns + ["README.md"], local_files_only=offline))
     except Exception as exc:  # huggingface_hub raises LocalEntryNotFoundError, HTTP and OS errors
+        variable = local_copy_variable(spec.name)
         if offline:
-            variable = f"BENCH_SUITE_DATA_{re.sub(r'[^A-Za-z0-9]', '_', spec.name).upper()}"
             raise SuiteError(f"{spec.source}: '{spec.data_path}' is not in the dataset cache {cache} and the Hub is "
                              f"offline (HF_HUB_OFFLINE); download it once online, or point {variable} at a "
                              "local copy") from None
-        raise SuiteError(f"{spec.source}: cannot fetch '{spec.data_path}' from the Hub: "
-                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        reason = (str(exc).splitlines() or [type(exc).__name__])[-1].strip() or type(exc).__name__
+        raise SuiteError(f"{spec.source}: cannot fetch '{spec.data_path}' from the Hub ({reason}); "
+                         f"or point {variable} at a local copy") from None
 
 
 def _local_copy(path: Path, spec: SuiteSpec) -> _Table:

@@ -213,3 +213,12 @@ def test_bad_keep_rules_are_config_errors(tmp_path):
                                              f"columns: {{image: i, prompt: q}}\nkeep: {rule}\n")
         with pytest.raises(ConfigError, match=message):
             load_suite_spec(str(tmp_path / "suite.yaml"))
+
+
+def test_nested_answers_read_as_a_list_of_dicts_or_a_dict_of_lists():
+    from harness.suite import _references
+
+    as_list = [{"answer": "2", "answer_id": 1}, {"answer": "two", "answer_id": 2}, {"answer": None, "answer_id": 3}]
+    as_dict = {"answer": ["2", "two", None], "answer_id": [1, 2, 3]}  # a Sequence({...}) feature, row-wise
+    assert _references(as_list, "answers.answer") == _references(as_dict, "answers.answer") == ["2", "two"]
+    assert _references("x", "answer") == ["x"] and _references(None, "answer") == []
