@@ -54,12 +54,14 @@ def suites_cmd(names: tuple[str, ...]) -> None:
     """List suites: metric, max_tokens and data source (Hub suites are not downloaded); local
     suites also with item counts per task."""
     from harness.config import list_suites, load_suite_spec
-    from harness.suite import describe, load_suite
+    from harness.suite import describe, load_suite, open_table
 
     for source in names or [str(p) for p in list_suites()]:
         spec = load_suite_spec(source)
-        line = f"{spec.name:<14} {spec.default_metric:<17} max_tokens {spec.max_tokens:<4} {describe(spec)}"
-        if spec.data_format != "hub" or spec.local_copy:
+        line = f"{spec.name:<16} {spec.default_metric:<17} max_tokens {spec.max_tokens:<4} {describe(spec)}"
+        if spec.data_format == "hub" and spec.local_copy:  # counting rows decodes no image
+            line += f"  {open_table(spec).num_rows} rows"
+        elif spec.data_format != "hub":
             suite = load_suite(spec)
             tasks = ", ".join(f"{task} {n}" for task, n in suite.task_counts().items())
             line += f"  {len(suite.items)} items ({tasks}) sha256 {suite.content_hash[:12]}"
@@ -76,7 +78,7 @@ def suites_cmd(names: tuple[str, ...]) -> None:
 @click.option("--model-path", default=None, help="Model weights folder or hub id, overriding the variant.")
 @click.option("--dummy-weights", is_flag=True, help="Serve a generated model folder with random weights.")
 @click.option("--suite", default="default", show_default=True, help="Suite name or path.")
-@click.option("--limit", type=int, default=None, help="Only the first N items.")
+@click.option("--limit", type=int, default=None, help="N items drawn seeded, keeping each task's share.")
 @click.option("--concurrency", type=int, default=1, show_default=True, help="Requests in flight.")
 @click.option("--warmup", type=int, default=0, show_default=True, help="Warm-up requests, not recorded.")
 @click.option("--samples", type=int, default=1, show_default=True, help="Send every item K times.")

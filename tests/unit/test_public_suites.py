@@ -222,3 +222,15 @@ def test_nested_answers_read_as_a_list_of_dicts_or_a_dict_of_lists():
     as_dict = {"answer": ["2", "two", None], "answer_id": [1, 2, 3]}  # a Sequence({...}) feature, row-wise
     assert _references(as_list, "answers.answer") == _references(as_dict, "answers.answer") == ["2", "two"]
     assert _references("x", "answer") == ["x"] and _references(None, "answer") == []
+
+
+def test_bench_suites_lists_the_public_suites_with_metric_and_source_without_downloading(tmp_path):
+    env = {**os.environ, "BENCH_DATASETS_CACHE": str(tmp_path / "none"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "harness.cli", "suites"], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    lines = {line.split()[0]: line for line in done.stdout.splitlines()}
+    for name, (repo, *_rest) in PUBLISHED.items():
+        spec = load_suite_spec(name)
+        assert spec.default_metric in lines[name] and f"hub {repo}" in lines[name] and "lmms-eval" in lines[name]
+    assert not (tmp_path / "none").exists()
