@@ -234,3 +234,20 @@ def test_bench_suites_lists_the_public_suites_with_metric_and_source_without_dow
         spec = load_suite_spec(name)
         assert spec.default_metric in lines[name] and f"hub {repo}" in lines[name] and "lmms-eval" in lines[name]
     assert not (tmp_path / "none").exists()
+
+
+def test_rows_are_read_from_their_row_groups_across_shards(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from harness.suite import _ArrowTable
+
+    for shard in range(2):
+        ids = [f"r{shard * 5 + k}" for k in range(5)]
+        pq.write_table(pa.table({"id": ids, "x": list(range(5))}), tmp_path / f"s{shard}.parquet", row_group_size=2)
+    table = _ArrowTable(sorted(tmp_path.glob("*.parquet")))
+    assert table.num_rows == 10 and table.column("id") == [f"r{k}" for k in range(10)]
+    assert [r["id"] for r in table.rows([0, 3, 4, 5, 9])] == ["r0", "r3", "r4", "r5", "r9"]
+    (tmp_path / "s1.parquet").write_bytes((tmp_path / "s1.parquet").read_bytes()[:40])  # a truncated shard
+    with pytest.raises(SuiteError, match="cannot read the parquet data"):
+        _ArrowTable(sorted(tmp_path.glob("*.parquet")))
