@@ -34,6 +34,7 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from harness.config import SuiteSpec, local_copy_variable
 from harness.errors import SuiteError
@@ -86,7 +87,7 @@ def _inside(root: Path, relative: str) -> Path:
 
 
 # --- tables: the rows of one split, read lazily --------------------------------------------------
-class _Table:
+class _Table(Protocol):
     """One split of a dataset: column names, row count, one column, and chosen rows as dicts."""
 
     column_names: list[str]
@@ -109,7 +110,7 @@ def _reading(paths: list[Path]):
         raise SuiteError(f"cannot read the parquet data under {paths[0].parent}: {first}") from None
 
 
-class _ArrowTable(_Table):
+class _ArrowTable:
     """Parquet files through pyarrow: a column is read on its own, and rows are read from the
     row groups that hold them only (a 200-item draw from VQAv2 does not read its 7 GB)."""
 
@@ -151,7 +152,7 @@ class _ArrowTable(_Table):
         return [found[i] for i in indices]
 
 
-class _HfTable(_Table):
+class _HfTable:
     """A `save_to_disk` folder, memory-mapped by `datasets`; Image columns keep their bytes."""
 
     def __init__(self, ds):
