@@ -10,8 +10,9 @@ from PIL import Image
 
 from harness.config import list_suites, load_suite_spec
 from harness.errors import ConfigError, SuiteError
+from harness.images import prepare_image
 from harness.scoring.metrics import score_answers
-from harness.suite import load_suite, prepare_image, stratified_indices
+from harness.suite import load_suite, stratified_indices
 from tests.public_suites import PUBLISHED, fixture_dataset, png, write_hub_cache
 
 
