@@ -74,3 +74,12 @@ def test_cider_of_the_same_answers_does_not_depend_on_samples_per_item():
 def test_truncated_share_per_task():
     assert truncated_share(["stop", "length", "stop", "length"]) == 0.5 and truncated_share([]) is None
     assert truncated_share_by_task(["doc", "doc", "chart"], ["length", "stop", "stop"]) == {"chart": 0.0, "doc": 0.5}
+
+
+def test_verbose_sentences_score_as_lmms_eval_scores_them():
+    """lmms-eval extracts nothing from a sentence for ChartQA/DocVQA/VQA; OCRBench's contains finds it."""
+    sentence = "The value of bar C is 30."
+    assert score_answers("relaxed_accuracy", [sentence], [["30"]]) == [0.0]
+    assert score_answers("anls", [sentence], [["30"]]) == [0.0]
+    assert score_answers("vqa_accuracy", [sentence], [["30"] * 10]) == [0.0]
+    assert score_answers("contains", [sentence], [["30"]]) == [1.0]
