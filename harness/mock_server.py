@@ -147,7 +147,14 @@ def make_handler(state: State):
             time.sleep(state.ttft_s * (20 if mode == "slow" else 1))
             send(chunk({"role": "assistant", "content": ""}))
             if mode == "gemma":
-                return self._gemma(body, send, chunk, rid, created, model)
+                for item in gemma_events(state, body, chunk, lambda payload: payload):
+                    if isinstance(item, float):
+                        time.sleep(item)
+                    else:
+                        send(item)
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
+                return
             words = (state.answer or "token " * n).split()[:n] or ["token"]
             for i, word in enumerate(words):
                 if i:
@@ -169,26 +176,31 @@ def make_handler(state: State):
             self.wfile.write(b"data: [DONE]\n\n")
             self.wfile.flush()
 
-        def _gemma(self, body: dict, send, chunk, rid: str, created: int, model: str) -> None:
-            """Gemma-like answers: the scripted entry whose `match` is in the request's text."""
-            text = json.dumps(body.get("messages", []))
-            entry = next((e for e in state.script if e.get("match", "") in text), {"content": state.answer or ""})
-            reasoning = entry.get("reasoning", "").split(" ") if entry.get("reasoning") else []
-            content = entry.get("content", "").split(" ") if entry.get("content") else []
-            for i, word in enumerate(reasoning):
-                send(chunk({entry.get("field", "reasoning"): ("" if i == 0 else " ") + word}))
-            for i, word in enumerate(content):
-                time.sleep(state.itl_s)
-                send(chunk({"content": ("" if i == 0 else " ") + word}))
-            send(chunk({}, entry.get("finish", "stop")))
-            tokens = len(reasoning) + len(content)
-            send({"id": rid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
-                  "usage": {"prompt_tokens": 100, "completion_tokens": tokens, "total_tokens": 100 + tokens,
-                            "completion_tokens_details": {"reasoning_tokens": len(reasoning)}}})
-            self.wfile.write(b"data: [DONE]\n\n")
-            self.wfile.flush()
-
     return Handler
+
+
+# --- gemma-like answers (mode "gemma"): scripted like Gemma 4 answers through vLLM ----------------------
+def gemma_events(state: State, body: dict, chunk, event):
+    """The scripted entry whose `match` occurs in the request's text: reasoning deltas, then the
+    content word by word as written (thought blocks, markdown, sentences), the finish reason, and
+    usage with reasoning_tokens. Yields what `chunk`/`event` make of each payload, and float pauses."""
+    text = "\n".join(m["content"] if isinstance(m.get("content"), str) else
+                     "\n".join(part.get("text", "") for part in m.get("content") or [] if isinstance(part, dict))
+                     for m in body.get("messages", []) if isinstance(m, dict))
+    entry = next((e for e in state.script if e.get("match", "") in text), {"content": state.answer or ""})
+    reasoning = entry["reasoning"].split(" ") if entry.get("reasoning") else []
+    content = entry["content"].split(" ") if entry.get("content") else []
+    for i, word in enumerate(reasoning):
+        yield chunk({entry.get("field", "reasoning"): ("" if i == 0 else " ") + word})
+    for i, word in enumerate(content):
+        yield state.itl_s
+        yield chunk({"content": ("" if i == 0 else " ") + word})
+    yield chunk({}, entry.get("finish", "stop"))
+    tokens = len(reasoning) + len(content)
+    yield event({"id": "chatcmpl-gemma", "object": "chat.completion.chunk", "created": int(time.time()),
+                 "model": state.model, "choices": [],
+                 "usage": {"prompt_tokens": 100, "completion_tokens": tokens, "total_tokens": 100 + tokens,
+                           "completion_tokens_details": {"reasoning_tokens": len(reasoning)}}})
 
 
 def main(argv: list[str] | None = None) -> None:
