@@ -167,6 +167,7 @@ def test_thinking_suite_sends_the_think_token_as_a_system_message(tmp_path):
                                                      "thinking: true\n")))
     request = build_request(thinking.items[0], "m", Sampling(), max_tokens=8, seed=None)
     assert request["messages"][0] == {"role": "system", "content": "<|think|>"}
-    assert request["messages"][1]["role"] == "user"
-    assert build_request(plain.items[0], "m", Sampling(), 8, None)["messages"][0]["role"] == "user"
+    assert request["messages"][1]["role"] == "user" and request["extra_body"]["skip_special_tokens"] is False
+    plain_request = build_request(plain.items[0], "m", Sampling(), 8, None)
+    assert plain_request["messages"][0]["role"] == "user" and "skip_special_tokens" not in plain_request["extra_body"]
     assert plain.content_hash != thinking.content_hash  # a thinking run is not the same suite
