@@ -29,6 +29,7 @@ from pathlib import Path
 import yaml
 
 from harness.config import Variant
+from harness.credentials import check_base_url, redact_url
 from harness.errors import ServerError
 
 LOG_TAIL_LINES = 15
@@ -86,6 +87,7 @@ class ServerHandle:
 def probe(base_url: str, model: str | None, api_key: str | None, timeout: float = 10.0) -> tuple[str, str | None]:
     """Check that `base_url` is an OpenAI-compatible server; return (model, vLLM version)."""
     root = base_url.rstrip("/").removesuffix("/v1")
+    base_url = redact_url(base_url)  # as shown in messages
     try:
         listing = _get_json(root + "/v1/models", timeout, api_key)
     except urllib.error.HTTPError as exc:
@@ -110,7 +112,7 @@ def probe(base_url: str, model: str | None, api_key: str | None, timeout: float 
 
 
 def attach(base_url: str, model: str | None, api_key: str | None) -> ServerHandle:
-    base = base_url.rstrip("/")
+    base = check_base_url(base_url).rstrip("/")  # also here: no URL with credentials reaches the manifest
     base = base if base.endswith("/v1") else base + "/v1"
     served, version = probe(base, model, api_key)
     return ServerHandle(base_url=base, model=served, launched=False, vllm_version=version)
