@@ -31,6 +31,7 @@ import yaml
 from harness.config import Variant
 from harness.credentials import check_base_url, redact_url
 from harness.errors import ServerError
+from harness.launcher import group_members
 
 LOG_TAIL_LINES = 15
 
@@ -150,6 +151,8 @@ class LaunchedServer:
         self.proc: subprocess.Popen | None = None  # the launcher
         self.pgid: int | None = None  # kept after stop() clears proc: a late signal handler still finds the group
         self._watch_fd: int | None = None
+        self._launcher: subprocess.Popen | None = None
+        self.token: str | None = None  # in the environment of every process of the server
         self.handle: ServerHandle | None = None
 
     def __enter__(self) -> ServerHandle:
@@ -179,7 +182,7 @@ class LaunchedServer:
             log.close()
         os.close(watch_r)
         os.close(report_w)
-        self.pgid, self._watch_fd = self.proc.pid, watch_w
+        self.pgid, self._watch_fd, self._launcher, self.token = self.proc.pid, watch_w, self.proc, token
         try:
             server_pid = self._read_pid(report_r)
             self.handle = ServerHandle(base_url=f"http://127.0.0.1:{port}/v1", model=self.variant.served_model_name,
@@ -252,9 +255,15 @@ class LaunchedServer:
 
     def kill_now(self) -> None:
         """SIGKILL to the server's whole group, now (for a signal handler; no waiting)."""
-        if self.pgid is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pgid, signal.SIGKILL)
+        if self.pgid is None:
+            return
+        # Until the launcher is reaped its pid cannot be reused, nor can the group id while a member
+        # lives; once both are gone the number may name a stranger's group: check the token first.
+        if self._launcher.returncode is not None and not any(
+                _carries_token(pid, self.token) for pid in group_members(self.pgid)):
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pgid, signal.SIGKILL)
 
     def __exit__(self, *exc) -> None:
         self.stop()
@@ -288,16 +297,16 @@ def process_identity(pgid: int, server_pid: int | None, token: str) -> dict:
             "boot_id": _boot_id(), "host": socket.gethostname(), "token": token}
 
 
+def _carries_token(pid: int, token: str) -> bool:
+    try:
+        return f"{SERVER_TOKEN_ENV}={token}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:  # gone, or not ours to read: not our server either
+        return False
+
+
 def _processes_with_token(token: str) -> list[int]:
-    marker = f"{SERVER_TOKEN_ENV}={token}".encode()
-    found = []
-    for environ in Path("/proc").glob("[0-9]*/environ"):
-        try:
-            if marker in environ.read_bytes().split(b"\0"):
-                found.append(int(environ.parent.name))
-        except (OSError, ValueError):  # gone, or not ours to read: not our server either
-            continue
-    return [pid for pid in found if pid != os.getpid() and _alive(pid)]
+    pids = [int(entry.name) for entry in Path("/proc").glob("[0-9]*")]
+    return [pid for pid in pids if pid != os.getpid() and _carries_token(pid, token) and _alive(pid)]
 
 
 def _alive(pid: int) -> bool:
