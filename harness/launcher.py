@@ -8,7 +8,8 @@ It starts CMD (the vLLM server) as its child, in its own group, so the engine's 
 too; writes the child's pid to W; then waits. `bench` holds the only write end of the pipe R
 and never writes to it: when `bench` exits -- normally, by an exception, by SIGKILL, by SIGHUP,
 by `os._exit` -- the kernel closes it, R reads EOF, and this launcher stops the whole group
-(SIGTERM, then SIGKILL after S seconds, itself included). A parent-pid check backs the pipe up.
+(SIGTERM, then SIGKILL after S seconds, itself included). A parent-pid check backs the pipe up,
+and the server gets SIGTERM if this launcher is killed too (PR_SET_PDEATHSIG).
 When the server exits on its own, its orphaned workers are stopped and the launcher exits the
 way the server did (same code, or killed by the same signal), so `bench` sees the server's status.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import os
 import select
 import signal
@@ -28,6 +30,7 @@ import time
 from pathlib import Path
 
 POLL_S = 0.25
+PR_SET_PDEATHSIG = 1
 SWEEP_GRACE_S = 2.0  # for workers orphaned by a server that already exited
 
 
@@ -81,6 +84,22 @@ def _stop_group(child: subprocess.Popen, grace_s: float) -> None:
     os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
+def _die_with(launcher_pid: int):
+    """For the server's main process, between fork and exec: SIGTERM when this launcher dies (Linux
+    PR_SET_PDEATHSIG), so a server whose `bench` and launcher were killed together shuts down (and
+    takes its engine with it) instead of waiting for `--resume` to find it. Elsewhere a no-op."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != launcher_pid:  # the launcher died before the line above: act now
+            os.kill(os.getpid(), signal.SIGTERM)
+    return arm
+
+
 def _exit_like(code: int) -> None:
     if code < 0:  # killed by a signal: die by the same one, so `bench` reads the same status
         signal.signal(-code, signal.SIG_DFL)
@@ -104,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: None)
     try:
-        child = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, preexec_fn=_die_with(os.getpid()))
     except OSError as exc:
         _say(f"cannot start {command[0] if command else '(nothing)'}: {exc}")
         sys.exit(127)

@@ -364,7 +364,9 @@ def _stop_leftover(manifest: dict, store: RunStore) -> str | None:
 
 
 def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
+    # As a Ctrl-C: inside asyncio.run that cancels the request loop cleanly (a KeyboardInterrupt
+    # raised here would land inside a task and be logged with a traceback); elsewhere it raises.
+    signal.raise_signal(signal.SIGINT)
 
 
 def _exit_now(launched: LaunchedServer | None):
