@@ -3,6 +3,7 @@ a SIGTERM-deaf worker, tests/faults/fake_vllm.py; the real CPU engine in the `en
 bench is killed with SIGKILL, hung up on, interrupted twice, or fails in the meter's stop(). After
 each, no process of the server's group, and none carrying its token, may be left."""
 
+import contextlib
 import json
 import os
 import signal
@@ -35,6 +36,19 @@ def start_bench(*args) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+STARTED_TOKENS: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def no_strays():
+    """Whatever a failing test leaves, the shared machine gets back."""
+    yield
+    while STARTED_TOKENS:
+        for pid in tokened(STARTED_TOKENS.pop()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
 def start_run(tmp_path: Path, *extra, limit: int = 40) -> tuple[subprocess.Popen, Path, dict]:
     """A real `bench run` on the fake server, once it has journalled two requests."""
     proc = start_bench("--variant", fake_variant(tmp_path), "--results-dir", tmp_path, "--run-id", "r",
@@ -45,6 +59,7 @@ def start_run(tmp_path: Path, *extra, limit: int = 40) -> tuple[subprocess.Popen
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.1)
     process = json.loads((run / "manifest.json").read_text())["server"]["process"]
+    STARTED_TOKENS.append(process["token"])
     assert len(group_members(process["pgid"])) >= 3  # launcher, server, worker
     return proc, run, process
 
@@ -127,6 +142,7 @@ def test_resume_stops_a_server_left_by_the_earlier_segment(tmp_path):
     assert not [pid for pid in left if Path(f"/proc/{pid}").exists()
                 and (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z")]
     manifest = json.loads((run / "manifest.json").read_text())
+    STARTED_TOKENS.append(manifest["server"]["process"]["token"])
     assert manifest["status"] == "complete"
     assert_all_gone(manifest["server"]["process"])
 
@@ -165,6 +181,7 @@ def test_kill_9_of_bench_stops_the_real_vllm_engine(tmp_path):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.5)
     process = json.loads((run / "manifest.json").read_text())["server"]["process"]
+    STARTED_TOKENS.append(process["token"])
     assert len(group_members(process["pgid"])) >= 2  # launcher, API server, engine core
     proc.kill()
     proc.communicate()
