@@ -48,6 +48,17 @@ def test_shared_anchors_are_fine_but_a_billion_laughs_is_refused_in_linear_time(
         load_variant(str(path))
 
 
+@pytest.mark.parametrize("data, message", [
+    (b"name: \xff\xfe\n", "not UTF-8 text"),
+    (b"name: v\nvllm: {a: " + b"[" * 5000 + b"]" * 5000 + b"}\n", "nested too deeply"),
+])
+def test_unreadable_yaml_is_one_line(tmp_path, data, message):
+    path = tmp_path / "v.yaml"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError, match=message):
+        load_variant(str(path))
+
+
 @pytest.mark.parametrize("server, message", [
     ("{startup_timeout_s: 0}", "startup_timeout_s must be a positive"),
     ("{startup_timeout_s: .nan}", "startup_timeout_s must be a positive"),
