@@ -17,16 +17,6 @@ from harness.protocol import Protocol
 DEBUG = {"on": False}
 
 
-def _api_key(api_key_file: Path | None) -> str | None:
-    """Keys come from the environment or a file, never from the command line (shell history)."""
-    if api_key_file is not None:
-        try:
-            return api_key_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"--api-key-file {api_key_file}: {exc.strerror}") from None
-    return os.environ.get("BENCH_API_KEY") or os.environ.get("OPENAI_API_KEY")
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="bench")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
@@ -121,11 +111,13 @@ def run_cmd(variant, base_url, model, api_key_file, model_path, dummy_weights, s
         load_suite_spec,
         load_variant,
     )
+    from harness.credentials import check_base_url, read_api_key
     from harness.energy.attribute import PhaseWeights
     from harness.progress import for_terminal
     from harness.runner import RunSpec, execute, resume_spec
 
-    api_key = _api_key(api_key_file)
+    api_key = read_api_key(api_key_file, os.environ)  # never from the command line (shell history)
+    base_url = check_base_url(base_url) if base_url else None
     if resume_dir is not None:
         spec = resume_spec(resume_dir, base_url=base_url, model=model, api_key=api_key)
     else:

@@ -6,6 +6,7 @@ a *suite* is which items are replayed and how they are scored. Both live as YAML
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -34,18 +35,54 @@ def default_models_dir() -> Path:
     return Path(os.environ.get("BENCH_MODELS_DIR", Path.home() / ".cache/energy-harness/models"))
 
 
+MAX_YAML_VALUES = 1_000_000
+
+
 def _read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
         raise ConfigError(f"{path}: malformed YAML{where}: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    _refuse_cycles(data, str(path))
     return data
+
+
+def _refuse_cycles(data: Any, where: str) -> None:
+    """A YAML alias inside its own anchor (`a: &x [*x]`) loads as a structure that contains itself,
+    which no later step can copy, dump or compare; aliases of aliases ('billion laughs') load small
+    but expand when written to the manifest. Shared anchors are fine: each container is visited
+    once, so the check is linear in the file, and the expanded size is counted, not built."""
+    size: dict[int, int] = {}  # expanded number of values under each container, once left
+    path: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(data, False)]
+    while stack:
+        node, leaving = stack.pop()
+        children = list(node.values()) if isinstance(node, dict) else node
+        if leaving:
+            path.discard(id(node))
+            size[id(node)] = 1 + sum(size.get(id(c), 1) for c in children)
+            if size[id(node)] > MAX_YAML_VALUES:
+                raise ConfigError(f"{where}: YAML aliases expand to more than {MAX_YAML_VALUES:,} values")
+            continue
+        if not isinstance(node, (dict, list)) or id(node) in size:
+            continue
+        if id(node) in path:
+            raise ConfigError(f"{where}: a YAML alias refers to its own anchor (a circular structure)")
+        path.add(id(node))
+        stack.append((node, True))
+        stack.extend((child, False) for child in children)
 
 
 class _Keys:
@@ -153,6 +190,8 @@ def load_variant(name_or_path: str) -> Variant:
     python = _expand_python(server.take("python", str))
     startup_timeout_s = server.take("startup_timeout_s", (int, float), default=900)
     server.finish()
+    if not _positive(startup_timeout_s):
+        raise ConfigError(f"{path}: server: startup_timeout_s must be a positive number of seconds")
     dummy = keys.take("dummy_model", dict)
     dummy_only = keys.take("dummy_only", bool, default=False)
     keys.finish()
@@ -164,8 +203,13 @@ def load_variant(name_or_path: str) -> Variant:
         model = model or str(vllm.pop("model"))
         vllm = {k: v for k, v in vllm.items() if k != "model"}
     for key, value in env.items():
+        if not isinstance(key, str) or not key or "=" in key or "\0" in key:
+            raise ConfigError(f"{path}: env: {key!r} is not an environment variable name (a string without '=' "
+                              f"or NUL)")
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"{path}: env: '{key}' must be a string or number")
+        if "\0" in str(value):
+            raise ConfigError(f"{path}: env: '{key}' holds a NUL character, which no environment can carry")
     dummy_model = None
     if dummy is not None:
         d = _Keys(dummy, f"{path}: dummy_model")
@@ -176,7 +220,7 @@ def load_variant(name_or_path: str) -> Variant:
     if dummy_only and dummy_model is None:
         raise ConfigError(f"{path}: dummy_only needs a dummy_model")
     tp = vllm.get("tensor_parallel_size", 1)
-    if not isinstance(tp, int) or tp < 1:
+    if not isinstance(tp, int) or isinstance(tp, bool) or tp < 1:
         raise ConfigError(f"{path}: vllm: tensor_parallel_size must be a positive integer")
     return Variant(
         name=name, source=path, description=description, model=model, served_model_name=served,
@@ -396,6 +440,19 @@ class Sampling:
     max_tokens: int | None = None  # None: the suite's max_tokens
     ignore_eos: bool = False  # vLLM extension: fixed output length (useful with dummy weights)
 
+    def __post_init__(self) -> None:
+        checks = [
+            (_number(self.temperature) and self.temperature >= 0,
+             f"--temperature must be a finite number ≥ 0, not {self.temperature!r}"),
+            (_number(self.top_p) and 0 < self.top_p <= 1, f"--top-p must be in (0, 1], not {self.top_p!r}"),
+            (_integer(self.top_k) and self.top_k >= -1,
+             f"--top-k must be an integer ≥ -1 (-1 or 0: all tokens), not {self.top_k!r}"),
+            (self.max_tokens is None or (_integer(self.max_tokens) and self.max_tokens >= 1),
+             f"--max-tokens must be an integer ≥ 1, not {self.max_tokens!r}"),
+            (isinstance(self.ignore_eos, bool), f"ignore_eos must be true or false, not {self.ignore_eos!r}"),
+        ]
+        _raise_first(checks)
+
     def is_competition(self) -> bool:
         return (self.temperature, self.top_p, self.top_k) == tuple(COMPETITION_SAMPLING.values())
 
@@ -427,8 +484,13 @@ class RunSettings:
             (self.warmup >= 0, "--warmup must be ≥ 0"),
             (self.samples >= 1, "--samples must be ≥ 1"),
             (self.limit is None or self.limit >= 1, "--limit must be ≥ 1"),
-            (self.idle_s >= 0, "--idle-s must be ≥ 0"),
-            (self.idle_after_s is None or self.idle_after_s >= 0, "--idle-after-s must be ≥ 0"),
+            (_number(self.idle_s) and self.idle_s >= 0, f"--idle-s must be a finite number ≥ 0, not {self.idle_s!r}"),
+            (self.idle_after_s is None or (_number(self.idle_after_s) and self.idle_after_s >= 0),
+             f"--idle-after-s must be a finite number ≥ 0, not {self.idle_after_s!r}"),
+            (self.request_timeout_s is None or _positive(self.request_timeout_s),
+             f"--timeout must be a positive number of seconds, not {self.request_timeout_s!r}"),
+            (_integer(self.max_retries) and self.max_retries >= 0,
+             f"--max-retries must be an integer ≥ 0, not {self.max_retries!r}"),
             (0 < self.sample_rate_hz <= 1000, "--sample-rate must be in (0, 1000] Hz"),
             (0 <= self.max_failure_share <= 1, "--max-failure-share must be in [0, 1]"),
             (self.energy in ("auto", "nvml", "power-only", "none", "trace"), f"unknown --energy '{self.energy}'"),
@@ -436,6 +498,23 @@ class RunSettings:
             (re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,127}", self.run_id) is not None,
              f"--run-id '{self.run_id}' may hold only letters, digits, '.', '_' and '-'"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        _raise_first(checks)
+
+
+def _number(value: Any) -> bool:
+    """A real, finite number (NaN compares false with everything and would pass every bound)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive(value: Any) -> bool:
+    return _number(value) and value > 0
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _raise_first(checks: list[tuple[bool, str]]) -> None:
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
