@@ -22,6 +22,7 @@ from harness.energy.analysis import (
     unavailable,
 )
 from harness.energy.attribute import PhaseWeights
+from harness.energy.protocol_checks import steady_state_flags
 from harness.records import RunClock, RunStatus
 from harness.results import LatencySummary, Manifest, Percentiles, Summary, final_attempts, mark_retried
 from harness.scoring.quality import item_table, quality_summary, score_requests
@@ -102,7 +103,8 @@ def build_summary(manifest: Manifest, requests: pd.DataFrame, energy: EnergySumm
     quality = quality_summary(requests)
     if energy.available and quality.score_sum:
         energy = replace(energy, j_per_correct_answer=energy.total_j / quality.score_sum)
-    flags = []
+    final = final_attempts(requests)
+    flags = steady_state_flags(final[final["status"] == "ok"], int(manifest.settings.get("concurrency") or 1))
     if status == RunStatus.INCOMPLETE:
         flags.append(f"incomplete: {manifest.incomplete_cause}")
     repaired = {k: v for seg in manifest.segments for k, v in seg.journal_repaired_bytes.items()}

@@ -80,6 +80,11 @@ class ServerInfo:
     env_overrides: dict = field(default_factory=dict)
     vllm_version: str | None = None
     pid: int | None = None
+    process: dict = field(default_factory=dict)  # launcher/group/token of a launched server (server.stop_leftover)
+
+    @classmethod
+    def from_json(cls, data: dict) -> ServerInfo:
+        return cls(**_pick(cls, data))
 
 
 @dataclass(frozen=True)
@@ -184,7 +189,7 @@ class Manifest:
         if data.get("variant"):
             data["variant"] = VariantInfo(**_pick(VariantInfo, data["variant"]))
         if data.get("server"):
-            data["server"] = ServerInfo(**_pick(ServerInfo, data["server"]))
+            data["server"] = ServerInfo.from_json(data["server"])
         if data.get("meter"):
             meter = _pick(MeterInfo, data["meter"])
             meter["gpus"] = tuple(GpuInfo(**_pick(GpuInfo, g)) for g in meter.get("gpus") or [])
@@ -237,6 +242,7 @@ class QualitySummary:
     by_task: dict = field(default_factory=dict)
     metric_by_task: dict = field(default_factory=dict)
     per_item_std_mean: float | None = None
+    truncated_share_by_task: dict = field(default_factory=dict)  # answers cut by max_tokens, per task
     score_sum: float | None = None
 
 

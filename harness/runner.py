@@ -37,7 +37,7 @@ from harness.loop import (
 from harness.progress import Progress
 from harness.records import EnergyMode, RunClock, RunStatus
 from harness.results import Manifest, Segment, ServerInfo, SuiteInfo, VariantInfo
-from harness.server import LaunchedServer, ServerHandle, attach, log_tail
+from harness.server import LaunchedServer, ServerHandle, attach, log_tail, stop_leftover
 from harness.store import RunStore, is_disk_full, read_manifest, read_requests
 from harness.suite import Suite, load_suite
 
@@ -170,9 +170,10 @@ class _ManifestJournal:
 
 @contextlib.contextmanager
 def _signals():
-    """SIGTERM ends a run like Ctrl-C; the previous handlers come back afterwards."""
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    """SIGTERM and SIGHUP end a run like Ctrl-C; the previous handlers come back afterwards."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGHUP, _raise_interrupt)  # a closed terminal
     try:
         yield
     finally:
@@ -187,9 +188,7 @@ def _measure(spec: RunSpec, suite: Suite, journal: _ManifestJournal, segment: Se
     # A second Ctrl-C while cleaning up: stop the server's group at once, leave no orphan.
     resources.callback(lambda: signal.signal(signal.SIGINT, _exit_now(launched)))
     journal.update(variant=journal.manifest.variant or variant_block,
-                   server=ServerInfo(base_url=server.base_url, model=server.model, launched=server.launched,
-                                     command=server.command, env_overrides=server.env_overrides,
-                                     vllm_version=server.vllm_version, pid=server.pid))
+                   server=ServerInfo.from_json(server.manifest_block()))
     if launched is not None:
         resources.callback(lambda: journal.update(server_log_tail=log_tail(launched.log_path)))
     meter = open_meter(s.energy, tensor_parallel_size=(spec.variant.tensor_parallel_size if spec.variant else 1),
@@ -239,6 +238,9 @@ def execute(spec: RunSpec, progress: Progress) -> Path:
     clock = RunClock.now()
     with contextlib.ExitStack() as stack:
         stack.callback(store.close)
+        if spec.resume_dir is not None and manifest.server is not None \
+                and (note := stop_leftover(asdict(manifest.server))):
+            progress.message(note)  # under the run's lock: no live bench of this run owns that server
         stack.enter_context(_signals())
         journal = _ManifestJournal(store, manifest)
         index = max((seg.index for seg in manifest.segments), default=-1) + 1
@@ -288,14 +290,15 @@ def _finish(journal: _ManifestJournal, index: int, status: RunStatus, cause: str
 
 
 def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
+    # As a Ctrl-C: inside asyncio.run that cancels the request loop cleanly (a KeyboardInterrupt
+    # raised here would land inside a task and be logged with a traceback); elsewhere it raises.
+    signal.raise_signal(signal.SIGINT)
 
 
 def _exit_now(launched: LaunchedServer | None):
     def handler(signum, frame):
-        if launched is not None and launched.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(launched.proc.pid, signal.SIGKILL)
+        if launched is not None:
+            launched.kill_now()
         os._exit(130)
     return handler
 
