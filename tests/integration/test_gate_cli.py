@@ -8,8 +8,8 @@ from tests.conftest import bench, cli, start_mock
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Runs over the first 56 items (8 per task): two answering "A" (right on choice items whose answer is A),
-    one "Z", one at another temperature."""
+    """Full-suite runs: two answering "A" (right on choice items whose answer is A), one "Z", one at
+    another temperature."""
     root = tmp_path_factory.mktemp("gate")
     made = {}
     plan = [("a1", "A", []), ("a2", "A", []), ("z", "Z", []), ("hot", "A", ["--temperature", "0.7"])]
@@ -17,7 +17,7 @@ def runs(tmp_path_factory):
         server = start_mock("--answer", answer, "--ttft-ms", "1", "--itl-ms", "0")
         try:
             result = cli("run", "--base-url", server.url, "--results-dir", root, "--run-id", name, "--idle-s", "0",
-                           "--concurrency", "8", "--limit", "56", *extra)
+                           "--concurrency", "8", *extra)
             assert result.returncode == 0, result.stderr
         finally:
             server.proc.kill()

@@ -133,9 +133,9 @@ def test_values_that_were_silently_defaulted_are_refused(mock_server, tmp_path):
     assert cli(*base, "--run-id", "ok").returncode == 0
     (tmp_path / "file").write_text("x")
     cases = [
-        ([*base, "--max-retries", "-1"], "--max-retries must be ≥ 0"),
-        ([*base, "--timeout", "0"], "--timeout must be > 0"),
-        ([*base, "--max-tokens", "0"], "--max-tokens must be ≥ 1"),
+        ([*base, "--max-retries", "-1"], "--max-retries must be"),
+        ([*base, "--timeout", "0"], "--timeout must be"),
+        ([*base, "--max-tokens", "0"], "--max-tokens must be"),
         (["run", "--resume", tmp_path / "ok", "--concurrency", "4", "--samples", "2"],
          "--concurrency, --samples cannot change on --resume"),
         (["report", tmp_path / "ok", "--out", tmp_path / "file"], "is a file"),
