@@ -28,7 +28,6 @@ from harness.finalize import finalize_run
 from harness.loop import (
     RunSpec,
     WorkLoop,
-    check_settings,
     finished_keys,
     max_tokens_for,
     warmup_plan,
@@ -231,8 +230,7 @@ def _outcome(exc: BaseException, journal_exists: bool) -> tuple[RunStatus, str]:
 def execute(spec: RunSpec, progress: Progress) -> Path:
     """Run (or resume) a benchmark; returns the run folder. Raises RunAborted when it stops early
     (the run can then be resumed), or the original error for bad input and internal faults."""
-    s = spec.settings
-    check_settings(s)
+    s = spec.settings  # validated where it was made (RunSettings)
     suite = load_suite(spec.suite, s.limit)
     store, manifest, done = _open_folder(spec, suite)
     clock = RunClock.now()
