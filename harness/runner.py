@@ -279,7 +279,12 @@ def _finish(journal: _ManifestJournal, index: int, status: RunStatus, cause: str
                     status = RunStatus.INCOMPLETE
                     cause = ("no space left on device" if is_disk_full(exc)
                              else f"finalisation failed: {type(exc).__name__}: {exc}")
-                error = error or exc
+                if error is None:  # measured in full, not analysed: say how to finish, keep the cause
+                    error = exc if is_disk_full(exc) else ResultsError(
+                        f"run {journal.manifest.run_id}: every request was measured, but the tables could not be "
+                        f"built ({type(exc).__name__}: {exc}); the journals are intact: bench reanalyze "
+                        f"{journal.store.dir}")
+                    error.__cause__ = exc
         journal.update(status=status, incomplete_cause=cause)
     except OSError as exc:  # the manifest itself could not be written (a full disk)
         if error is None:
