@@ -287,7 +287,9 @@ def compare_cmd(run_dirs, out, force, threshold, confidence) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder [default: the run folder].")
 @click.option("--check", "check_file", type=click.Path(path_type=Path), default=None,
               help="Validate a submission file instead; exit 1 if a reviewer would reject it.")
-def submit_cmd(run_dir, baseline_dir, out, check_file) -> None:
+@click.option("--accept-flag", "accept_flags", multiple=True, metavar="CODE=REASON",
+              help="Submit despite a protocol flag (stall, not_steady, idle_drift), saying why; recorded.")
+def submit_cmd(run_dir, baseline_dir, out, check_file, accept_flags) -> None:
     """Write the submission energy report (JSON + one page), or --check one."""
     from harness.report import submission
 
@@ -299,10 +301,23 @@ def submit_cmd(run_dir, baseline_dir, out, check_file) -> None:
         sys.exit(1 if findings else 0)
     if run_dir is None or baseline_dir is None:
         raise ConfigError("submit needs RUN_DIR and --baseline RUN_DIR (or --check FILE)")
-    doc, path, md, page = submission.write_submission(run_dir, baseline_dir, out)
+    doc, path, md, page = submission.write_submission(run_dir, baseline_dir, out, _accepted_flags(accept_flags))
     for finding in doc["findings"]:
         click.echo(f"finding: {finding}")
     click.echo(f"wrote {path}, {md} and {page}")
+
+
+def _accepted_flags(values: tuple[str, ...]) -> dict[str, str]:
+    from harness.energy.protocol_checks import PROTOCOL_FLAGS
+
+    accepted = {}
+    for value in values:
+        code, _, reason = value.partition("=")
+        if code.strip() not in PROTOCOL_FLAGS or not reason.strip():
+            raise ConfigError(f"--accept-flag takes CODE=REASON with CODE one of {', '.join(PROTOCOL_FLAGS)} and a "
+                              f"reason, not {value!r}")
+        accepted[code.strip()] = reason.strip()
+    return accepted
 
 
 def run() -> None:

@@ -23,6 +23,7 @@ from harness.energy.analysis import (
 )
 from harness.energy.attribute import PhaseWeights
 from harness.energy.protocol_checks import steady_state_flags
+from harness.protocol import CacheReset
 from harness.records import RunClock, RunStatus
 from harness.results import LatencySummary, Manifest, Percentiles, Summary, final_attempts, mark_retried
 from harness.scoring.quality import item_table, quality_summary, score_requests
@@ -81,6 +82,13 @@ def assign_segments(manifest: Manifest, requests: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def first_pass_only(manifest: Manifest) -> bool:
+    """Passes of `--samples K` that followed one another without a complete cache reset re-sent cached
+    prompts: their energy is not what a first-seen suite costs."""
+    log = [entry for segment in manifest.segments for entry in segment.between_passes_log]
+    return bool(log) and not all(CacheReset(entry.get("cache_reset") or {}).complete for entry in log)
+
+
 def energy_for(manifest: Manifest, requests: pd.DataFrame, power: pd.DataFrame) -> tuple[pd.DataFrame, EnergySummary]:
     meter = manifest.meter
     if (meter is None or meter.kind == "none") and power.empty:
@@ -93,7 +101,8 @@ def energy_for(manifest: Manifest, requests: pd.DataFrame, power: pd.DataFrame) 
     weights = PhaseWeights(**manifest.phase_weights)
     out, summary = analyse(dedupe_power(power) if len(power) else power, requests, idle=idle, weights=weights,
                            power_limit_w=manifest.power_limit_w,
-                           gaps=gaps_between(measured_windows(requests)), idle_after=idle_after)
+                           gaps=gaps_between(measured_windows(requests)), idle_after=idle_after,
+                           first_pass_only=first_pass_only(manifest))
     return out.assign(**{col: np.nan for col in ENERGY_COLUMNS if col not in out}), summary
 
 

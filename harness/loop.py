@@ -45,7 +45,8 @@ class RunSpec:
     weights: PhaseWeights = field(default_factory=PhaseWeights)
     resume_dir: Path | None = None
     warmup_items: Sequence[SuiteItem] | None = None  # what `--warmup N` cycles through [default: noise twins]
-    between_passes: Callable[[int], None] | None = None  # called with k after pass k when pass k+1 follows
+    # Called with k after pass k when pass k+1 follows; what it returns is journaled in the segment.
+    between_passes: Callable[[int], dict | None] | None = None
 
 
 def max_tokens_for(spec: RunSpec) -> int:
@@ -204,8 +205,9 @@ class WorkLoop:
                 return
             self._mark(passes_completed=self.segment.passes_completed + 1)
             if self.spec.between_passes is not None and n + 1 < len(passes):
-                self.spec.between_passes(k)
-                self._mark(between_passes_calls=self.segment.between_passes_calls + 1)
+                note = self.spec.between_passes(k)
+                self._mark(between_passes_calls=self.segment.between_passes_calls + 1,
+                           between_passes_log=(*self.segment.between_passes_log, {"after_pass": k, **(note or {})}))
 
     def check_server(self) -> None:
         if self.launched is not None and self.launched.exit_code() is not None:

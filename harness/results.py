@@ -117,6 +117,8 @@ class Segment:
     warmup: WarmupInfo | None = None
     passes_completed: int = 0
     between_passes_calls: int = 0
+    # What each between-passes call reported, e.g. the cache reset: {"after_pass": k, "cache_reset": {route: ok}}
+    between_passes_log: tuple[dict, ...] = ()
     requests_started_ns: int | None = None
     requests_ended_ns: int | None = None
     ended_wall_s: float | None = None
@@ -128,6 +130,7 @@ class Segment:
         data = {**_pick(cls, data), "index": data.get("index", index)}
         for key in ("idle_window_ns", "idle_after_window_ns"):
             data[key] = _window(data.get(key))
+        data["between_passes_log"] = tuple(data.get("between_passes_log") or ())
         if data.get("warmup"):
             warmup = _pick(WarmupInfo, data["warmup"])
             warmup["round_median_e2e_s"] = tuple(warmup.get("round_median_e2e_s") or ())

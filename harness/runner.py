@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from harness.loop import (
     work_units,
 )
 from harness.progress import Progress
+from harness.protocol import reset_caches
 from harness.records import EnergyMode, RunClock, RunStatus
 from harness.results import Manifest, Segment, ServerInfo, SuiteInfo, VariantInfo
 from harness.server import LaunchedServer, ServerHandle, attach, log_tail, stop_leftover
@@ -196,12 +198,25 @@ def _measure(spec: RunSpec, suite: Suite, journal: _ManifestJournal, segment: Se
     journal.update(meter=meter.info)
     meter.start()
     resources.callback(_stop_meter, meter, journal)
+    if s.samples > 1 and spec.between_passes is None:
+        spec = replace(spec, between_passes=_cache_reset(server, spec.api_key, progress))
     loop = WorkLoop(spec, journal.manifest.run_id, segment, server, meter, journal.store, clock, progress, launched,
                     on_phase=journal.segment)
     units = work_units(suite, s.samples, done)
     loop.run(units, warmup_plan(spec, suite) if s.warmup else ([], "none"))
     if loop.abort_reason:
         raise RunAborted(loop.abort_reason)
+
+
+def _cache_reset(server: ServerHandle, api_key: str | None, progress: Progress) -> Callable[[int], dict]:
+    """Between the passes of `--samples K`: reset the server's caches, so every pass is first-seen
+    (harness.protocol). Where the server offers no reset, the analysis takes energy from the first
+    pass only (finalize.first_pass_only); quality is scored on all K either way."""
+    def between_passes(k: int) -> dict:
+        reset = reset_caches(server.base_url, api_key)
+        progress.message(f"after pass {k + 1}: caches reset ({reset.describe()})")
+        return {"cache_reset": reset.routes}
+    return between_passes
 
 
 def _stop_meter(meter: PowerMeter, journal: _ManifestJournal) -> None:

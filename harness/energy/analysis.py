@@ -75,7 +75,8 @@ class EnergySummary:
     j_per_output_token: float | None = None
     above_idle_j_per_request_mean: float | None = None
     # Which requests the j_per_request_* figures cover: "first-seen" when the server reported cached prompt
-    # tokens (cache hits are reported apart in `cache`), else "all" (harness.energy.protocol_checks).
+    # tokens (cache hits are reported apart in `cache`); "first pass" when it did not and --samples K re-sent
+    # the items without a cache reset between passes; else "all" (harness.energy.protocol_checks).
     headline_requests: str = "all"
     cache: dict = field(default_factory=dict)
     prefill_share: float | None = None
@@ -137,8 +138,8 @@ def unavailable(reason: str) -> EnergySummary:
 
 def analyse(samples: pd.DataFrame, requests: pd.DataFrame, *, idle: EnergyWindow | None,
             weights: PhaseWeights = PhaseWeights(), power_limit_w: float | None = None,
-            gaps: list[EnergyWindow] | None = None,
-            idle_after: EnergyWindow | None = None) -> tuple[pd.DataFrame, EnergySummary]:
+            gaps: list[EnergyWindow] | None = None, idle_after: EnergyWindow | None = None,
+            first_pass_only: bool = False) -> tuple[pd.DataFrame, EnergySummary]:
     """Energy columns for every request row and the run's energy summary.
 
     `gaps` are stretches to leave out (between run segments: a crash and `--resume`); by default
@@ -196,7 +197,12 @@ def analyse(samples: pd.DataFrame, requests: pd.DataFrame, *, idle: EnergyWindow
         ok = ok[~ok["retried"].astype(bool)]
     # The headline covers first-seen prompts: cache hits cost less than anything the competition charges.
     hits = cache_hit_mask(ok)
-    headline = ok[~hits] if hits is not None and (~hits).any() else ok
+    if hits is not None:
+        headline, headline_requests = (ok[~hits] if (~hits).any() else ok), "first-seen"
+    elif first_pass_only:  # no cached-token counts and no cache reset between passes: later passes are repeats
+        headline, headline_requests = ok[ok["sample_index"] == ok["sample_index"].min()], "first pass"
+    else:
+        headline, headline_requests = ok, "all"
     per_request = headline["energy_j"] if len(headline) else out["energy_j"]
     total_tokens = float(ok["completion_tokens"].fillna(0).sum())
     in_window = samples[(samples["t_ns"] >= window.start_ns) & (samples["t_ns"] <= window.end_ns)]
@@ -217,7 +223,7 @@ def analyse(samples: pd.DataFrame, requests: pd.DataFrame, *, idle: EnergyWindow
         j_per_output_token=float(ok["energy_j"].sum()) / total_tokens if total_tokens else None,
         above_idle_j_per_request_mean=(float(headline["energy_above_idle_j"].mean())
                                        if above is not None and len(headline) else None),
-        headline_requests="first-seen" if hits is not None else "all", cache=cache_split(ok).to_dict(),
+        headline_requests=headline_requests, cache=cache_split(ok).to_dict(),
         prefill_share=float(att.prefill_j.sum() / att.request_j.sum()) if att.request_j.sum() > 0 else None,
         sensor_period_s=sensor_period, sample_rate_hz=mean_sample_rate_hz(samples["t_ns"].to_numpy()),
         gap_excluded_s=sum(g.duration_s for g in gaps),

@@ -14,7 +14,8 @@ import jsonschema
 
 from harness import __version__
 from harness.config import COMPETITION_SAMPLING, Sampling
-from harness.errors import ResultsError
+from harness.energy.protocol_checks import flag_code, protocol_flags
+from harness.errors import ConfigError, ResultsError
 from harness.report.document import Document, write
 from harness.report.render import fmt
 from harness.results import jsonable
@@ -44,6 +45,9 @@ def reviewer_findings(doc: dict) -> list[str]:
     for flag in energy.get("flags", []):
         if flag.startswith(("short_window", "counter_mismatch")):
             found.append(f"energy validity: {flag}")
+    protocol = doc.get("protocol") or {"flags": [], "accepted": {}}
+    found += [f"protocol validity: {flag}" for flag in protocol["flags"]
+              if flag_code(flag) not in protocol["accepted"]]
     if doc["run"]["status"] != "complete":
         found.append(f"the run is {doc['run']['status']}, not complete")
     if doc["gate"]["verdict"] != PASS:
@@ -80,7 +84,8 @@ def file_findings(doc: dict, folder: Path) -> list[str]:
     return found
 
 
-def build(run: RunData, baseline: RunData, gate: GateResult) -> dict:
+def build(run: RunData, baseline: RunData, gate: GateResult, accepted: dict[str, str] | None = None) -> dict:
+    """`accepted`: protocol flag code → the reason it is accepted (recorded in the submission)."""
     from dataclasses import asdict
 
     m, s = run.manifest, run.summary
@@ -116,6 +121,7 @@ def build(run: RunData, baseline: RunData, gate: GateResult) -> dict:
                  "confidence": gate.confidence, "items": gate.overall.items,
                  "baseline_quality": gate.overall.baseline_mean, "candidate_quality": gate.overall.candidate_mean},
         "files": {name: sha256(run.dir / name) for name in SUMMARISED_FILES if (run.dir / name).exists()},
+        "protocol": {"flags": protocol_flags([*e.flags, *s.flags]), "accepted": dict(accepted or {})},
     }
     doc = jsonable(doc)
     doc["findings"] = reviewer_findings(doc)
@@ -123,12 +129,20 @@ def build(run: RunData, baseline: RunData, gate: GateResult) -> dict:
     return doc
 
 
-def write_submission(run_dir: Path, baseline_dir: Path, out: Path | None = None) -> tuple[dict, Path, Path, Path]:
-    """`bench submit`: gate the run against the baseline, write submission.json and its page."""
+def write_submission(run_dir: Path, baseline_dir: Path, out: Path | None = None,
+                     accepted: dict[str, str] | None = None) -> tuple[dict, Path, Path, Path]:
+    """`bench submit`: gate the run against the baseline, write submission.json and its page.
+    A run with protocol flags (harness.energy.protocol_checks) is refused, nothing written, unless
+    every such flag is accepted with a reason."""
     from harness.comparison import load_comparable, run_gate
 
     (baseline, run), _ = load_comparable([baseline_dir, run_dir])
-    doc = build(run, baseline, run_gate(baseline, run, force=True))
+    doc = build(run, baseline, run_gate(baseline, run, force=True), accepted)
+    blocking = sorted({flag_code(f) for f in doc["protocol"]["flags"]} - set(doc["protocol"]["accepted"]))
+    if blocking:
+        raise ConfigError(f"{run.dir}: validity flags block the submission ({', '.join(blocking)}): measure again "
+                          f"after a warm-up at the run's concurrency, or accept each with --accept-flag "
+                          f"{blocking[0]}='why it does not matter'")
     target = output_dir(out or run.dir)
     write_json(target / "submission.json", doc)
     md, page = render(doc, target)
@@ -169,6 +183,10 @@ def render(doc: dict, out: Path) -> tuple[Path, Path]:
     ])
     page.heading("Reviewer findings")
     page.bullets(doc["findings"] or ["none"], css="flag" if doc["findings"] else None)
+    accepted = (doc.get("protocol") or {}).get("accepted") or {}
+    if accepted:
+        page.heading("Protocol flags accepted by the submitter")
+        page.bullets([f"{code}: {reason}" for code, reason in accepted.items()], css="flag")
     page.heading("Files summarised (SHA-256)")
     page.table(["file", "sha256"], [[k, v] for k, v in doc["files"].items()])
     return write(page, out, "submission")

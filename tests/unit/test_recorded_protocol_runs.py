@@ -74,3 +74,35 @@ def test_warm_up_was_recorded_and_settled(fresh):
     for run in ALL[1:]:
         warmup = fresh[run][1].manifest.segments[0].warmup
         assert warmup.settled and warmup.requests >= 8
+
+
+def test_protocol_flags_block_the_submission_unless_accepted_with_a_reason(tmp_path):
+    import json
+
+    from tests.conftest import bench
+
+    runs = {}
+    for name in ("cold", "warm"):
+        runs[name] = tmp_path / name
+        shutil.copytree(RUNS / "bf16-competition" / name, runs[name])
+        finalize_run(runs[name])  # today's checks on the recorded journals
+    refused = bench("submit", runs["cold"], "--baseline", runs["warm"])
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "validity flags block the submission (not_steady, stall)" in refused.stderr
+    assert not (runs["cold"] / "submission.json").exists()
+    bad = bench("submit", runs["cold"], "--baseline", runs["warm"], "--accept-flag", "stall=")
+    assert bad.returncode != 0 and "--accept-flag takes CODE=REASON" in bad.stderr
+    accepted = bench("submit", runs["cold"], "--baseline", runs["warm"], "--accept-flag",
+                     "stall=the organisers' server is as fresh as ours", "--accept-flag", "not_steady=same cause")
+    assert accepted.returncode == 0, accepted.stderr
+    doc = json.loads((runs["cold"] / "submission.json").read_text())
+    assert doc["protocol"]["accepted"]["stall"] == "the organisers' server is as fresh as ours"
+    assert {f.split(":")[0] for f in doc["protocol"]["flags"]} == {"stall", "not_steady"}
+    assert not any(f.startswith("protocol validity") for f in doc["findings"])
+    assert "Protocol flags accepted" in (runs["cold"] / "submission.html").read_text()
+    # A reviewer's check re-derives the findings: dropping an acceptance brings the flag back.
+    del doc["protocol"]["accepted"]["not_steady"]
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(doc))
+    checked = bench("submit", "--check", edited)
+    assert checked.returncode == 1 and "protocol validity: not_steady" in checked.stdout
