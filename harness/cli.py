@@ -297,6 +297,75 @@ def submit_cmd(run_dir, baseline_dir, out, check_file) -> None:
     click.echo(f"wrote {target / 'submission.json'}, {md} and {page}")
 
 
+@main.command("nightly")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=Path("benchmarks/nightly.yaml"),
+              show_default=True, help="Nightly configuration (YAML).")
+@click.option("--night-id", default=None, help="Name of this night [default: today's UTC date].")
+def nightly_cmd(config_path: Path, night_id: str | None) -> None:
+    """Baseline + candidates, gates, history, regression alarms. Exit bits: 1 gate, 2 run failed, 4 regression."""
+    from harness.nightly import load_night_config, run_night
+    from harness.progress import for_terminal
+
+    result = run_night(load_night_config(config_path), for_terminal(), night_id=night_id)
+    for alarm in result.alarms:
+        click.echo(alarm.describe())
+    click.echo(f"night {result.night_id}: {sum(o.ok for o in result.outcomes)}/{len(result.outcomes)} runs ok; "
+               f"report {result.report[1]}; exit {result.exit_code}")
+    sys.exit(result.exit_code)
+
+
+@main.group("history", invoke_without_command=True)
+@click.option("--db", default=None, help="History database: SQLAlchemy URL or SQLite path "
+              "[default: $BENCH_HISTORY or results/history.sqlite].")
+@click.option("--variant", default=None, help="Only this variant.")
+@click.option("--metric", default="j_per_request", show_default=True, help="Metric of the trend table.")
+@click.option("--since", default=None, help="Only nights from this date (YYYY-MM-DD) on.")
+@click.option("--html", "html_out", type=click.Path(path_type=Path), default=None, is_flag=False,
+              flag_value=Path("results/history"), help="Write history.html + .md with trend plots to this folder.")
+@click.option("--check", is_flag=True, help="Exit 4 when a regression is flagged as of the newest night.")
+@click.pass_context
+def history_cmd(ctx, db, variant, metric, since, html_out, check) -> None:
+    """Trend table of past runs (one row per run); subcommand `import RUN_DIR...`."""
+    from harness.history import METRICS, History, judge
+
+    ctx.obj = db or os.environ.get("BENCH_HISTORY") or "results/history.sqlite"
+    if ctx.invoked_subcommand is not None:
+        return
+    if metric not in METRICS:
+        raise ConfigError(f"--metric: known metrics are {', '.join(METRICS)}")
+    from harness.report.trends import TREND_HEADERS, history_page, trend_rows
+
+    with History(ctx.obj) as history:
+        rows = history.rows(variant=variant, since=since)
+    alarms = judge(rows, [metric])
+    widths = [12, 34, 14, 10, 24, 10, 0]
+    click.echo("".join(f"{h:<{w}}" for h, w in zip(TREND_HEADERS, widths, strict=True)))
+    for line in trend_rows(rows, metric):
+        click.echo("".join(f"{c:<{w}}" for c, w in zip(line, widths, strict=True)))
+    for alarm in alarms:
+        click.echo(alarm.describe())
+    if html_out is not None:
+        md, page = history_page(rows, [metric], alarms, html_out)
+        click.echo(f"wrote {md} and {page}")
+    if check and any(a.change.worse for a in alarms):
+        sys.exit(4)
+
+
+@history_cmd.command("import")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--night-id", default=None, help="Night of these runs [default: the date each run started].")
+@click.pass_obj
+def history_import_cmd(db: str, run_dirs, night_id) -> None:
+    """Add existing run folders to the history (a run already there is replaced)."""
+    from harness.history import History, row_from_run
+    from harness.store import load_run
+
+    rows = [row_from_run(load_run(d), night_id=night_id) for d in run_dirs]
+    with History(db) as history:
+        history.add(rows)
+    click.echo(f"imported {len(rows)} run(s) into {db}")
+
+
 def run() -> None:
     """Console-script entry point."""
     try:
