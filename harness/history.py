@@ -87,8 +87,9 @@ class RunRow:
 
     @property
     def comparable_key(self) -> tuple:
-        """Runs of one series: same variant, GPU, suite, sampling and concurrency."""
-        return (self.variant, self.gpu_uuid, self.suite_hash, self.sampling, self.concurrency)
+        """Runs of one series: same variant, GPU (its UUID, else the lane), suite, sampling and concurrency."""
+        return (self.variant, self.gpu_uuid or (f"lane {self.lane}" if self.lane else None), self.suite_hash,
+                self.sampling, self.concurrency)
 
 
 # Metrics a trend or an alarm can follow: column, standard-error column, higher is worse?
@@ -307,10 +308,10 @@ def _first_line(exc: Exception) -> str:
 
 # -- series and alarms over the rows (pure) ----------------------------------------------------------------------
 
-def series_label(key: tuple, lane: str = "") -> str:
+def series_label(key: tuple) -> str:
     variant, gpu, _suite, _sampling, concurrency = key
-    gpu_part = f" {gpu.split(',')[0][:12]}" if gpu else ""
-    return f"{variant} c{concurrency}{gpu_part}{f' lane {lane}' if lane else ''}"
+    first_gpu = gpu.split(",")[0][:12] if gpu else None  # a GPU UUID prefix, or "lane K"
+    return f"{variant} c{concurrency}" + (f" {first_gpu}" if first_gpu else "")
 
 
 def series(rows: Iterable[RunRow], metric: str) -> dict[str, list[NightPoint]]:

@@ -394,7 +394,9 @@ def _rows(outcomes: list[RunOutcome], night_id: str) -> list[RunRow]:
         try:
             row = row_from_run(load_run(Path(o.run_dir)), night_id=night_id, lane=o.lane, harness_git=git,
                                error=o.error)
-            rows.append(replace(row, status="failed") if not o.ok and row.status == "complete" else row)
+            # The night knows the variant even when the run died before its manifest named it.
+            row = replace(row, variant=o.label, status=row.status if o.ok else "failed")
+            rows.append(row)
         except HarnessError:
             rows.append(failed_row(o.run_id, Path(o.run_dir), o.label, night_id, o.lane, o.error or "no results"))
     return rows
@@ -469,6 +471,8 @@ def run_night(config: NightConfig, progress, night_id: str | None = None) -> Nig
 
     night_id = night_id or datetime.now(UTC).strftime("%Y-%m-%d")
     night_dir = config.results_dir / night_id
+    if (night_dir / "night.json").exists() or any(night_dir.glob(f"{night_id}-*/manifest.json")):
+        raise ConfigError(f"night '{night_id}' already ran in {night_dir}; pass another --night-id")
     with History(config.history_url) as history:  # opened first: a bad URL fails before hours of runs
         outcomes = run_lanes(config, night_id, progress)
         rows = _rows(outcomes, night_id)

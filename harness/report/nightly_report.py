@@ -35,7 +35,7 @@ def write_night_report(config, result, history_rows) -> tuple[Path, Path]:
         rows.append([o.lane or "-", o.position, o.label, o.concurrency, "ok" if o.ok else "FAILED",
                      _f(r and r.j_per_request), _f(r and r.j_per_request_low) + " .. " + _f(r and r.j_per_request_high),
                      _f(r and r.quality, "{:.3f}"), _f(r and r.e2e_p50_s, "{:.3f}"),
-                     _f(cool.get("waited_s"), "{:.0f} s") if cool else "-",
+                     f"{cool['waited_s']:.0f} s ({cool['reason']})" if cool.get("temperature_c") is not None else "-",
                      "; ".join(r.flag_list if r else []) or (o.error or "")])
     doc.table(["GPU", "#", "variant", "in flight", "status", "J/request", "95% CI", "quality", "e2e p50 s",
                "cooldown", "flags / error"], rows)

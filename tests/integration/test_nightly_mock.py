@@ -1,0 +1,57 @@
+"""`bench nightly` end to end against mock servers: two GPU lanes (child processes), a variant whose
+server is down (recorded as failed, the others still run), gates, report, history, exit bits."""
+
+import json
+import sqlite3
+import textwrap
+
+from tests.conftest import bench
+
+
+def night_config(tmp_path, url, lanes="[0, 1]"):
+    path = tmp_path / "night.yaml"
+    path.write_text(textwrap.dedent(f"""
+        name: mock-night
+        baseline: {{variant: cpu-tiny, name: base, base_url: "{url}"}}
+        candidates:
+          - {{variant: cpu-tiny, name: cand, base_url: "{url}"}}
+          - {{variant: cpu-tiny, name: down, base_url: "http://127.0.0.1:9"}}
+        limit: 4
+        concurrency: [2]
+        warmup: 0
+        idle_s: 0
+        repeats: 1
+        energy: none
+        gpus: {lanes}
+        results_dir: {tmp_path / "nightly"}
+        history: {tmp_path / "history.sqlite"}
+        metrics: [quality, e2e_p50_s]
+        """))
+    return path
+
+
+def test_two_lanes_a_dead_variant_and_the_night_report(tmp_path, mock_server):
+    server = mock_server("--answer", "4")
+    result = bench("nightly", "--config", night_config(tmp_path, server.url), "--night-id", "2026-12-01", timeout=300)
+    assert result.returncode == 2, result.stdout + result.stderr  # a run failed; no gate failed, no regression
+    night = tmp_path / "nightly" / "2026-12-01"
+    summary = json.loads((night / "night.json").read_text())
+    outcomes = summary["outcomes"]
+    assert sorted((o["lane"], o["label"], o["ok"]) for o in outcomes) == [
+        ("0", "base", True), ("0", "cand", True), ("0", "down", False),
+        ("1", "base", True), ("1", "cand", True), ("1", "down", False)]
+    # each lane ran every variant in its own rotated order
+    orders = {lane: [o["label"] for o in sorted(outcomes, key=lambda o: o["position"]) if o["lane"] == lane]
+              for lane in ("0", "1")}
+    assert orders["0"] == ["base", "cand", "down"] and orders["1"] == ["cand", "down", "base"]
+    assert all("127.0.0.1:9" in o["error"] for o in outcomes if not o["ok"])
+    gates = {(g["lane"], g["candidate"]): g["verdict"] for g in summary["gates"]}
+    assert gates[("0", "down")] == "NOT RUN" and gates[("0", "cand")] in ("PASS", "INCONCLUSIVE")
+    report = (night / "night.md").read_text()
+    assert "What failed" in report and "down" in report and (night / "night.html").exists()
+    rows = sqlite3.connect(tmp_path / "history.sqlite").execute(
+        "SELECT variant, lane, status, night_id FROM runs ORDER BY variant, lane").fetchall()
+    assert rows == [("base", "0", "complete", "2026-12-01"), ("base", "1", "complete", "2026-12-01"),
+                    ("cand", "0", "complete", "2026-12-01"), ("cand", "1", "complete", "2026-12-01"),
+                    ("down", "0", "failed", "2026-12-01"), ("down", "1", "failed", "2026-12-01")]
+    assert "exit 2" in result.stdout
