@@ -335,7 +335,7 @@ def history_cmd(ctx, db, variant, metric, since, html_out, check) -> None:
         raise ConfigError(f"--metric: known metrics are {', '.join(METRICS)}")
     from harness.report.trends import TREND_HEADERS, history_page, trend_rows
 
-    with History(ctx.obj) as history:
+    with History(ctx.obj, create=False) as history:
         rows = history.rows(variant=variant, since=since)
     alarms = judge(rows, [metric])
     widths = [12, 34, 14, 10, 24, 10, 0]

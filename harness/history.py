@@ -218,14 +218,18 @@ MIGRATIONS = {1: _create_v1}
 class History:
     """Open (creating or migrating) a history database; add rows; read them back."""
 
-    def __init__(self, url_or_path: str = DEFAULT_URL):
+    def __init__(self, url_or_path: str = DEFAULT_URL, create: bool = True):
         from sqlalchemy import MetaData, create_engine, event
         from sqlalchemy.exc import SQLAlchemyError
 
         self.url = _url(url_or_path)
         try:
             if self.url.startswith("sqlite:///"):
-                Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+                path = Path(self.url.removeprefix("sqlite:///"))
+                if not create and not path.exists():  # a reader must not leave an empty database behind
+                    raise HistoryError(f"no history database at {path} (`bench nightly` or `bench history import` "
+                                       f"creates it)")
+                path.parent.mkdir(parents=True, exist_ok=True)
             self.engine = create_engine(self.url)
             if self.engine.dialect.name == "sqlite":
                 @event.listens_for(self.engine, "connect")

@@ -97,10 +97,12 @@ def test_recorded_runs_with_an_injected_step_alarm_at_the_first_bad_night(tmp_pa
 
 
 def test_recorded_runs_without_a_change_raise_nothing(tmp_path):
-    db = recorded_history(tmp_path, nights=8)
-    result = bench("history", "--db", db, "--check")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "REGRESSION" not in result.stdout and "2026-12-08" in result.stdout
+    db = recorded_history(tmp_path, nights=10)
+    with History(str(db)) as history:
+        rows = history.rows()
+    assert len(rows) == 10 and judge(rows, ["j_per_request", "quality"]) == []
+    for night in range(6, 11):  # nor on any earlier night
+        assert judge(rows, ["j_per_request"], night_id=f"2026-12-{night:02d}") == []
 
 
 def test_series_average_a_nights_repeats_and_keep_flags():
@@ -110,7 +112,27 @@ def test_series_average_a_nights_repeats_and_keep_flags():
     assert len(points[0].runs) == 2 and not points[0].flagged
 
 
-def test_a_bad_database_url_is_one_line(tmp_path):
-    result = bench("history", "--db", "nosuchdialect://x/y")
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert result.stderr.count("\n") == 1 and "history database" in result.stderr
+def test_a_bad_database_url_is_one_line():
+    with pytest.raises(HistoryError, match="history database nosuchdialect://x/y") as info:
+        History("nosuchdialect://x/y")
+    assert "\n" not in str(info.value)
+
+
+def test_a_reader_holding_a_snapshot_does_not_block_the_writer(tmp_path):
+    path = tmp_path / "h.sqlite"
+    with History(str(path)) as history:
+        history.add([row_from_run(load_run(STEADY[0]), night_id="a")])
+        reader = sqlite3.connect(path, timeout=0.1)
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM runs").fetchone() == (1,)  # a read transaction stays open
+        history.add([row_from_run(load_run(STEADY[1]), night_id="a")])  # WAL: no "database is locked"
+        assert reader.execute("SELECT count(*) FROM runs").fetchone() == (1,)  # its snapshot is unchanged
+        reader.rollback()
+        assert reader.execute("SELECT count(*) FROM runs").fetchone() == (2,)
+        reader.close()
+
+
+def test_reading_a_missing_history_is_one_line_and_creates_nothing(tmp_path):
+    result = bench("history", "--db", tmp_path / "none.sqlite")
+    assert result.returncode == 2 and "no history database at" in result.stderr
+    assert not (tmp_path / "none.sqlite").exists()
