@@ -8,14 +8,14 @@ import textwrap
 from tests.conftest import bench
 
 
-def night_config(tmp_path, url, lanes="[0, 1]"):
+def night_config(tmp_path, url, lanes="[0, 1]", down='{variant: cpu-tiny, name: down, base_url: "http://127.0.0.1:9"}'):
     path = tmp_path / "night.yaml"
     path.write_text(textwrap.dedent(f"""
         name: mock-night
         baseline: {{variant: cpu-tiny, name: base, base_url: "{url}"}}
         candidates:
           - {{variant: cpu-tiny, name: cand, base_url: "{url}"}}
-          - {{variant: cpu-tiny, name: down, base_url: "http://127.0.0.1:9"}}
+          - {down}
         limit: 4
         concurrency: [2]
         warmup: 0
@@ -55,3 +55,23 @@ def test_two_lanes_a_dead_variant_and_the_night_report(tmp_path, mock_server):
                     ("cand", "0", "complete", "2026-12-01"), ("cand", "1", "complete", "2026-12-01"),
                     ("down", "0", "failed", "2026-12-01"), ("down", "1", "failed", "2026-12-01")]
     assert "exit 2" in result.stdout
+
+
+def test_a_server_that_dies_at_start_is_reported_with_its_log_tail(tmp_path, mock_server):
+    server = mock_server()
+    fake_python = tmp_path / "python"
+    fake_python.write_text("#!/bin/sh\necho 'torch.OutOfMemoryError: CUDA out of memory (fake)'\nexit 1\n")
+    fake_python.chmod(0o755)
+    variant = tmp_path / "broken.yaml"
+    variant.write_text(f"name: broken\nmodel: {tmp_path}\nserver: {{python: {fake_python}}}\n")
+    config = night_config(tmp_path, server.url, lanes="[]", down=f"{{variant: {variant}, name: down}}")
+    result = bench("nightly", "--config", config, "--night-id", "n1", timeout=300)
+    assert result.returncode == 2, result.stdout + result.stderr
+    summary = json.loads((tmp_path / "nightly" / "n1" / "night.json").read_text())
+    (failed,) = [o for o in summary["outcomes"] if not o["ok"]]
+    assert failed["label"] == "down" and "exited with code 1" in failed["error"]
+    assert "CUDA out of memory (fake)" in failed["log_tail"]
+    report = (tmp_path / "nightly" / "n1" / "night.html").read_text()
+    assert "CUDA out of memory (fake)" in report and "What failed" in report
+    again = bench("nightly", "--config", config, "--night-id", "n1")
+    assert again.returncode == 2 and "already ran" in again.stderr and again.stderr.count("\n") == 1

@@ -9,6 +9,7 @@ import pytest
 
 from harness.errors import HistoryError
 from harness.history import SCHEMA_VERSION, History, judge, row_from_run, series
+from harness.report.trends import history_page
 from harness.store import load_run
 from tests.conftest import H200_RUNS, bench
 
@@ -85,15 +86,17 @@ def test_import_twice_replaces_the_run(tmp_path):
 
 def test_recorded_runs_with_an_injected_step_alarm_at_the_first_bad_night(tmp_path):
     db = recorded_history(tmp_path, step_from=10)
-    result = bench("history", "--db", db, "--variant", "bf16", "--check", "--html", tmp_path / "page")
+    result = bench("history", "--db", db, "--variant", "bf16", "--check")
     assert result.returncode == 4, result.stdout + result.stderr
     assert "REGRESSION bf16 c1" in result.stdout and "from night 2026-12-10" in result.stdout
     assert "bf16-2026-12-09" in result.stdout and "bf16-2026-12-10" in result.stdout  # the runs to compare
-    assert (tmp_path / "page" / "history.html").exists() and (tmp_path / "page" / "trend-j_per_request.png").exists()
     with History(str(db)) as history:
-        alarms = judge(history.rows(), ["j_per_request"])
-    (alarm,) = alarms
+        rows = history.rows()
+    (alarm,) = judge(rows, ["j_per_request"])
     assert alarm.change.first_bad_night == "2026-12-10" and 0.07 < alarm.change.ci_low_rel < 0.10
+    assert judge(rows, ["j_per_request"], night_id="2026-12-10") == []  # one bad night is not yet an alarm
+    md, page = history_page(rows, ["j_per_request"], [alarm], tmp_path / "page")
+    assert "from night 2026-12-10" in md.read_text() and (tmp_path / "page" / "trend-j_per_request.png").exists()
 
 
 def test_recorded_runs_without_a_change_raise_nothing(tmp_path):

@@ -99,3 +99,22 @@ def test_exit_code_bits(tmp_path, gate, run_ok, alarm, code):
     result = NightResult("n", tmp_path, [outcome], [], [{"verdict": gate}], [], [],
                          [] if alarm is None else [_Alarm(alarm)])
     assert result.exit_code == code
+
+
+def test_comparison_stays_within_a_gpu_and_reports_the_card_to_card_spread(tmp_path):
+    from dataclasses import replace
+
+    from harness.history import failed_row
+    from harness.nightly import _comparison
+
+    config = load_night_config(write(tmp_path, GOOD + "concurrency: [1]\n"))
+    joules = {("0", "a"): [200.0, 202.0], ("0", "b"): [150.0], ("1", "a"): [230.0], ("1", "b"): [172.5]}
+    rows = [replace(failed_row(f"{lane}{label}{k}", tmp_path / f"{lane}{label}{k}", label, "n", lane, ""),
+                    status="complete", concurrency=1, j_per_request=j)
+            for (lane, label), values in joules.items() for k, j in enumerate(values)]
+    table, spread = _comparison(config, rows)
+    vs = {(c["lane"], c["variant"]): c["vs_baseline"] for c in table}
+    assert vs[("0", "b")] == pytest.approx(150 / 201 - 1) and vs[("1", "b")] == pytest.approx(-0.25)
+    by_variant = {s["variant"]: s for s in spread}
+    assert by_variant["a"]["spread_rel"] == pytest.approx((230 - 201) / ((230 + 201) / 2))
+    assert by_variant["b"]["lanes"] == 2
