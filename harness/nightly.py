@@ -282,12 +282,16 @@ def _execute_one(config: NightConfig, entry: VariantEntry, gpu: str | None, conc
         execute(_spec(config, entry, gpu, _settings(config, run_id, night_dir, concurrency)), progress)
         return True, None, None
     except HarnessError as exc:
+        if isinstance(exc.__context__, KeyboardInterrupt):  # the runner turned Ctrl-C/SIGTERM into RunAborted
+            raise KeyboardInterrupt from None  # stop the night, not just this run
         tail = log_tail(night_dir / run_id / "server.log") or None
         return False, str(exc).splitlines()[0], tail
 
 
-def run_lane(config: NightConfig, night_id: str, lane_index: int, progress=None) -> list[RunOutcome]:
-    """Every variant at every concurrency level, `repeats` times, in this lane's order."""
+def run_lane(config: NightConfig, night_id: str, lane_index: int, progress=None,
+             outcomes: list[RunOutcome] | None = None) -> list[RunOutcome]:
+    """Every variant at every concurrency level, `repeats` times, in this lane's order; each outcome is
+    appended to `outcomes` as it finishes (so an interrupted night still knows what it ran)."""
     gpu = config.gpus[lane_index] if config.gpus else None
     lane = gpu if gpu is not None else ""
     night_dir = config.results_dir / night_id
@@ -296,7 +300,8 @@ def run_lane(config: NightConfig, night_id: str, lane_index: int, progress=None)
     probe = gpu_temperature_probe(gpu) if config.energy not in ("none", "trace") else None
     idle_c = probe() if probe else None
     progress = progress or _Quiet(f"[lane {lane or 0}]")
-    outcomes, position = [], 0
+    outcomes = [] if outcomes is None else outcomes
+    position = 0
     for concurrency in config.concurrency:
         for label in run_order(labels, config.repeats, config.order, lane_index, config.seed):
             run_id = f"{night_id}-g{lane or 0}-{position:02d}-{label}-c{concurrency}"
@@ -329,24 +334,26 @@ def _children(commands: list[list[str]]):
                 proc.wait()
 
 
-def run_lanes(config: NightConfig, night_id: str, progress) -> list[RunOutcome]:
+def run_lanes(config: NightConfig, night_id: str, progress, outcomes: list[RunOutcome]) -> list[RunOutcome]:
     if len(config.gpus) <= 1:
-        return run_lane(config, night_id, 0, progress)
+        return run_lane(config, night_id, 0, progress, outcomes)
     night_dir = config.results_dir / night_id
     night_dir.mkdir(parents=True, exist_ok=True)
     commands = [[sys.executable, "-m", "harness.nightly", str(config.source), "--lane", str(k), "--night-id",
                  night_id, "--out", str(night_dir / f"lane-{k}.json")] for k in range(len(config.gpus))]
-    with _children(commands) as procs:
-        for proc in procs:
-            proc.wait()
-    outcomes = []
-    for k, proc in enumerate(procs):
-        path = night_dir / f"lane-{k}.json"
-        if not path.exists():
-            outcomes.append(RunOutcome(config.gpus[k], 0, "lane", 0, f"lane-{k}", str(night_dir), False,
-                                       f"lane {k} (GPU {config.gpus[k]}) exited {proc.returncode} without results"))
-            continue
-        outcomes += [RunOutcome(**o) for o in json.loads(path.read_text())]
+    procs: list[subprocess.Popen] = []
+    try:
+        with _children(commands) as procs:
+            for proc in procs:
+                proc.wait()
+    finally:  # also when interrupted: each lane wrote what it finished
+        for k, proc in enumerate(procs):
+            path = night_dir / f"lane-{k}.json"
+            if path.exists():
+                outcomes += [RunOutcome(**o) for o in json.loads(path.read_text())]
+            elif proc.returncode not in (None, 130):
+                outcomes.append(RunOutcome(config.gpus[k], 0, "lane", 0, f"lane-{k}", str(night_dir), False,
+                                           f"lane {k} (GPU {config.gpus[k]}) exited {proc.returncode} without results"))
     return outcomes
 
 
@@ -474,7 +481,12 @@ def run_night(config: NightConfig, progress, night_id: str | None = None) -> Nig
     if (night_dir / "night.json").exists() or any(night_dir.glob(f"{night_id}-*/manifest.json")):
         raise ConfigError(f"night '{night_id}' already ran in {night_dir}; pass another --night-id")
     with History(config.history_url) as history:  # opened first: a bad URL fails before hours of runs
-        outcomes = run_lanes(config, night_id, progress)
+        outcomes: list[RunOutcome] = []
+        try:
+            run_lanes(config, night_id, progress, outcomes)
+        except KeyboardInterrupt:
+            history.add(_rows(outcomes, night_id))  # what finished before the interrupt is kept
+            raise
         rows = _rows(outcomes, night_id)
         history.add(rows)
         everything = history.rows()
@@ -501,14 +513,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--night-id", required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    outcomes: list[RunOutcome] = []
     try:
-        config = load_night_config(args.config)
-        outcomes = run_lane(config, args.night_id, args.lane)
-    except HarnessError as exc:
+        run_lane(load_night_config(args.config), args.night_id, args.lane, outcomes=outcomes)
+        code = 0
+    except HarnessError as exc:  # the parent records the lane as failed, with this line on stderr
         print(f"bench nightly lane {args.lane}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        code = 130
     args.out.write_text(json.dumps([asdict(o) for o in outcomes], indent=2) + "\n")
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -75,3 +75,31 @@ def test_a_server_that_dies_at_start_is_reported_with_its_log_tail(tmp_path, moc
     assert "CUDA out of memory (fake)" in report and "What failed" in report
     again = bench("nightly", "--config", config, "--night-id", "n1")
     assert again.returncode == 2 and "already ran" in again.stderr and again.stderr.count("\n") == 1
+
+
+def test_ctrl_c_stops_the_night_and_keeps_what_finished(tmp_path, mock_server):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    server = mock_server("--ttft-ms", "400")
+    third = f'{{variant: cpu-tiny, name: third, base_url: "{server.url}"}}'
+    config = night_config(tmp_path, server.url, lanes="[]", down=third)
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "nightly", "--config", str(config), "--night-id",
+                             "n1"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    night = tmp_path / "nightly" / "n1"
+    deadline = time.monotonic() + 120
+    while not list(night.glob("*-00-base-c2/summary.json")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # into the second run
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    rows = sqlite3.connect(tmp_path / "history.sqlite").execute("SELECT variant, status FROM runs").fetchall()
+    assert ("base", "complete") in rows and ("third", "complete") not in rows  # the third never started
+    assert not list(night.glob("*-02-third-c2"))
