@@ -139,3 +139,15 @@ def test_reading_a_missing_history_is_one_line_and_creates_nothing(tmp_path):
     result = bench("history", "--db", tmp_path / "none.sqlite")
     assert result.returncode == 2 and "no history database at" in result.stderr
     assert not (tmp_path / "none.sqlite").exists()
+
+
+def test_nights_with_validity_flags_are_marked(tmp_path):
+    from dataclasses import replace
+
+    from harness.report.trends import trend_rows
+
+    rows = [row_from_run(load_run(STEADY[0]), night_id="n1"),
+            replace(row_from_run(load_run(STEADY[1]), night_id="n2"), flags=json.dumps(["throttled: power cap"]))]
+    points = series(rows, "j_per_request")["bf16 c1 GPU-7fe618e2"]
+    assert [p.flagged for p in points] == [False, True]
+    assert trend_rows(rows, "j_per_request")[1][-1] == "throttled: power cap"
