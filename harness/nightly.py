@@ -198,16 +198,28 @@ def run_order(labels: list[str], repeats: int, order: str, lane: int = 0, seed: 
 # -- cooldown ----------------------------------------------------------------------------------------------------
 
 def gpu_temperature_probe(gpu: str | None):
-    """A function returning the GPU's temperature in °C, or None where NVML is absent (then no cooldown)."""
+    """A function returning the lane's GPU temperature in °C (None once NVML stops answering), or
+    None where there is no NVML or no such GPU: then there is nothing to cool down for."""
+    from harness.energy.meters import visible_gpu_indices
+
     try:
         import pynvml
-
-        pynvml.nvmlInit()
-        index = int((gpu or os.environ.get("CUDA_VISIBLE_DEVICES", "0")).split(",")[0])
-        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-        return lambda: float(pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU))
-    except Exception:  # no NVML library, no GPU, a UUID instead of an index: nothing to wait for
+    except ImportError:
         return None
+    ident = gpu if gpu is not None else visible_gpu_indices(1)[0]  # the GPU the meter will read
+    try:
+        pynvml.nvmlInit()
+        handle = (pynvml.nvmlDeviceGetHandleByIndex(int(ident)) if ident.isdigit()
+                  else pynvml.nvmlDeviceGetHandleByUUID(ident))
+    except pynvml.NVMLError:
+        return None
+
+    def read() -> float | None:
+        try:
+            return float(pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU))
+        except pynvml.NVMLError:
+            return None
+    return read
 
 
 def cool_down(probe, idle_c: float | None, cooldown: Cooldown, sleep=time.sleep, clock=time.monotonic) -> dict:
@@ -217,6 +229,8 @@ def cool_down(probe, idle_c: float | None, cooldown: Cooldown, sleep=time.sleep,
     started = clock()
     while True:
         now_c = probe()
+        if now_c is None:
+            return {"waited_s": clock() - started, "reason": "temperature unreadable"}
         if now_c <= idle_c + cooldown.within_c:
             return {"waited_s": clock() - started, "temperature_c": now_c, "reason": "back near idle"}
         if clock() - started >= cooldown.max_s:

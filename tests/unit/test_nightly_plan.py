@@ -118,3 +118,41 @@ def test_comparison_stays_within_a_gpu_and_reports_the_card_to_card_spread(tmp_p
     by_variant = {s["variant"]: s for s in spread}
     assert by_variant["a"]["spread_rel"] == pytest.approx((230 - 201) / ((230 + 201) / 2))
     assert by_variant["b"]["lanes"] == 2
+
+
+def test_temperature_probe_reads_the_lanes_gpu_through_a_stand_in_nvml(monkeypatch):
+    from types import SimpleNamespace
+
+    from harness.nightly import gpu_temperature_probe
+
+    class NVMLError(Exception):
+        pass
+
+    temps = {0: [41.0], 1: [55.0, None]}
+
+    def temperature(handle, sensor):
+        value = temps[handle].pop(0)
+        if value is None:
+            raise NVMLError("GPU is lost")
+        return value
+
+    def by_index(i):
+        if i > 1:
+            raise NVMLError("Invalid Argument")
+        return i
+
+    def by_uuid(uuid):
+        if uuid != "GPU-b":
+            raise NVMLError("Not Found")
+        return 1
+
+    fake = SimpleNamespace(NVMLError=NVMLError, NVML_TEMPERATURE_GPU=0, nvmlInit=lambda: None,
+                           nvmlDeviceGetHandleByIndex=by_index, nvmlDeviceGetHandleByUUID=by_uuid,
+                           nvmlDeviceGetTemperature=temperature)
+    monkeypatch.setitem(__import__("sys").modules, "pynvml", fake)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    lane = gpu_temperature_probe(None)  # no lane GPU: the first visible one, as the meter does
+    assert lane() == 55.0 and lane() is None  # a lost GPU reads as None, and the cooldown stops waiting
+    assert gpu_temperature_probe("0")() == 41.0
+    assert gpu_temperature_probe("7") is None and gpu_temperature_probe("GPU-zzz") is None
+    assert cool_down(lambda: None, 40.0, Cooldown())["reason"] == "temperature unreadable"
