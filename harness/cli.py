@@ -12,6 +12,7 @@ import click
 
 from harness import __version__
 from harness.errors import ConfigError, HarnessError
+from harness.protocol import Protocol
 
 DEBUG = {"on": False}
 
@@ -84,6 +85,11 @@ def suites_cmd(names: tuple[str, ...]) -> None:
 @click.option("--power-trace", type=click.Path(path_type=Path), default=None,
               help="External power trace (CSV/parquet) for --energy trace.")
 @click.option("--idle-s", type=float, default=10.0, show_default=True, help="Idle power baseline length.")
+@click.option("--idle-after-s", type=float, default=None,
+              help="Idle window after the requests (after a short settle) [default: as --idle-s].")
+@click.option("--protocol", type=click.Choice([p.value for p in Protocol]), default=Protocol.MEASURED.value,
+              show_default=True, help="competition: a fresh server launched as the organisers do, every item "
+              "once, suite energy cold and warm (see README).")
 @click.option("--sample-rate", type=float, default=100.0, show_default=True, help="Power samples per second.")
 @click.option("--prefill-weight", type=float, default=1.0, show_default=True,
               help="Weight of a request in prefill vs decode (1) when splitting power.")
@@ -97,8 +103,8 @@ def suites_cmd(names: tuple[str, ...]) -> None:
 @click.option("--max-failure-share", type=float, default=0.5, show_default=True,
               help="Stop the run when more than this share of requests fail.")
 def run_cmd(variant, base_url, model, api_key_file, model_path, dummy_weights, suite, limit, concurrency, warmup,
-            samples, seed, results_dir, run_id, resume_dir, energy, power_trace, idle_s, sample_rate,
-            prefill_weight, temperature, top_p, top_k, max_tokens, ignore_eos, timeout_s, max_retries,
+            samples, seed, results_dir, run_id, resume_dir, energy, power_trace, idle_s, idle_after_s, protocol,
+            sample_rate, prefill_weight, temperature, top_p, top_k, max_tokens, ignore_eos, timeout_s, max_retries,
             max_failure_share) -> None:
     """Replay a suite against a vLLM server and measure every request."""
     from harness.config import (
@@ -131,12 +137,25 @@ def run_cmd(variant, base_url, model, api_key_file, model_path, dummy_weights, s
             results_dir=results_dir, run_id=run_id or f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", limit=limit,
             concurrency=concurrency, warmup=warmup, seed=seed, samples=samples, sampling=sampling,
             request_timeout_s=timeout_s, max_retries=max_retries, max_failure_share=max_failure_share,
-            energy=energy, power_trace=power_trace, idle_s=idle_s, sample_rate_hz=sample_rate,
+            energy=energy, power_trace=power_trace, idle_s=idle_s, idle_after_s=idle_after_s,
+            sample_rate_hz=sample_rate,
         )
         try:
             weights = PhaseWeights(prefill=prefill_weight)
         except ValueError as exc:
             raise ConfigError(f"--prefill-weight: {exc}") from None
+        if Protocol(protocol) is Protocol.COMPETITION:
+            from harness.competition import CompetitionSpec, competition_lines, run_competition
+
+            if v is None or base_url or samples != 1:
+                raise ConfigError("--protocol competition launches the variant itself and sends every item once: "
+                                  "give --variant, not --base-url or --samples")
+            folder = run_competition(CompetitionSpec(suite=load_suite_spec(suite), settings=settings, variant=v,
+                                                     dummy_weights=dummy_weights), for_terminal())
+            for line in competition_lines(folder):
+                click.echo(line)
+            click.echo(f"results: {folder}")
+            return
         spec = RunSpec(suite=load_suite_spec(suite), settings=settings, variant=v, base_url=base_url, model=model,
                        api_key=api_key, dummy_weights=dummy_weights, weights=weights)
     run_dir = execute(spec, for_terminal())
