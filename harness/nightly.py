@@ -2,11 +2,12 @@
 order that cancels drift; gate verdicts, comparison within each GPU, regression alarms against the
 history, a night report, and the night's runs appended to the history.
 
-Above the runner: one run = `runner.execute(RunSpec)`, results read back with `store.load_run`
-(the two seams, both in `_execute_one`). Several GPUs: one lane per GPU, each a child process
-(`python -m harness.nightly --lane K`, because the runner owns signal handlers, which only the
-main thread of a process may) with `CUDA_VISIBLE_DEVICES` set in the variant's environment, so the
-server and the meter see that GPU alone; every lane runs every variant in its own rotated order.
+Above the runner, through two seams only: one run = `runner.execute(RunSpec)` (in `_execute_one`),
+and finished runs read back with `store.load_run` (in `_rows` and `_gates`). Several GPUs: one lane
+per GPU, each a child process (`python -m harness.nightly --lane K`, because the runner owns signal
+handlers, which only the main thread of a process may) with `CUDA_VISIBLE_DEVICES` set in the
+variant's environment, so the server and the meter see that GPU alone; every lane runs every variant
+in its own rotated order.
 
 Exit code: bit flags, OR-ed -- 0 all good, 1 a gate failed, 2 a run failed, 4 a regression flagged."""
 
