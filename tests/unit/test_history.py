@@ -151,3 +151,23 @@ def test_nights_with_validity_flags_are_marked(tmp_path):
     points = series(rows, "j_per_request")["bf16 c1 GPU-7fe618e2"]
     assert [p.flagged for p in points] == [False, True]
     assert trend_rows(rows, "j_per_request")[1][-1] == "throttled: power cap"
+
+
+def test_an_older_database_is_migrated_step_by_step(tmp_path, monkeypatch):
+    import harness.history as history_module
+
+    path = tmp_path / "h.sqlite"
+    with History(str(path)) as history:  # written at version 1
+        history.add([row_from_run(load_run(STEADY[0]), night_id="a")])
+
+    def add_note_column(conn, runs, info):
+        from sqlalchemy import text
+
+        conn.execute(text("ALTER TABLE runs ADD COLUMN note TEXT"))
+
+    monkeypatch.setattr(history_module, "SCHEMA_VERSION", 2)
+    monkeypatch.setitem(history_module.MIGRATIONS, 2, add_note_column)
+    with History(str(path)) as history:
+        assert history.schema_version() == 2 and len(history.rows()) == 1  # the old rows survive
+    columns = [r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(runs)")]
+    assert "note" in columns
