@@ -25,7 +25,7 @@ from statistics import NormalDist
 import numpy as np
 
 from harness.errors import HistoryError
-from harness.regression import ChangePoint, DetectorSettings, NightPoint, detect
+from harness.regression import ChangePoint, DetectorSettings, NightPoint, detect, noise_sigma
 from harness.store import RunData
 
 SCHEMA_VERSION = 1
@@ -369,3 +369,26 @@ def judge(rows: list[RunRow], metrics: Iterable[str], settings: DetectorSettings
             if found is not None:
                 alarms.append(Alarm(label, metric, found))
     return alarms
+
+
+def against_history(rows: list[RunRow], metrics: Iterable[str], night_id: str,
+                    settings: DetectorSettings = DetectorSettings()) -> list[dict]:
+    """Tonight's value of every series against the median of its previous nights (in the window),
+    with the noise it is judged against -- the numbers behind "no change" as well as an alarm."""
+    out = []
+    for metric in metrics:
+        for label, points in series(rows, metric).items():
+            if not points or points[-1].night_id != night_id:
+                continue
+            previous = points[:-1][-settings.window_nights:]
+            entry = {"series": label, "metric": metric, "tonight": points[-1].value, "nights_before": len(previous),
+                     "median_before": None, "change_rel": None, "noise_rel": None}
+            if previous:
+                median = float(np.median([p.value for p in previous]))
+                window = [*previous, points[-1]]
+                sigma = noise_sigma([p.value for p in window], [p.se for p in window])
+                if median:
+                    entry.update(median_before=median, change_rel=points[-1].value / median - 1,
+                                 noise_rel=sigma / abs(median))
+            out.append(entry)
+    return out

@@ -26,7 +26,16 @@ from pathlib import Path
 
 from harness.config import PROJECT_ROOT, RunSettings, Sampling, _Keys, _read_yaml, load_suite_spec, load_variant
 from harness.errors import ConfigError, HarnessError
-from harness.history import DEFAULT_URL, METRICS, History, RunRow, failed_row, judge, row_from_run
+from harness.history import (
+    DEFAULT_URL,
+    METRICS,
+    History,
+    RunRow,
+    against_history,
+    failed_row,
+    judge,
+    row_from_run,
+)
 from harness.regression import DetectorSettings
 
 EXIT_GATE_FAILED, EXIT_RUN_FAILED, EXIT_REGRESSION = 1, 2, 4
@@ -384,6 +393,7 @@ class NightResult:
     comparison: list[dict]
     card_spread: list[dict]
     alarms: list  # history.Alarm
+    against_history: list[dict] = field(default_factory=list)
     report: tuple[Path, Path] | None = None
 
     @property
@@ -508,12 +518,14 @@ def run_night(config: NightConfig, progress, night_id: str | None = None) -> Nig
     gates = _gates(config, outcomes)
     comparison, spread = _comparison(config, rows)
     alarms = judge(everything, config.metrics, config.detector, night_id=night_id)
-    result = NightResult(night_id, night_dir, outcomes, rows, gates, comparison, spread, alarms)
+    result = NightResult(night_id, night_dir, outcomes, rows, gates, comparison, spread, alarms,
+                         against_history(everything, config.metrics, night_id, config.detector))
     night_dir.mkdir(parents=True, exist_ok=True)
     (night_dir / "night.json").write_text(json.dumps({
         "night_id": night_id, "config": str(config.source), "exit_code": result.exit_code,
         "outcomes": [asdict(o) for o in outcomes], "gates": gates, "comparison": comparison,
-        "card_spread": spread, "alarms": [a.describe() for a in alarms]}, indent=2, default=str) + "\n")
+        "card_spread": spread, "alarms": [a.describe() for a in alarms],
+        "against_history": result.against_history}, indent=2, default=str) + "\n")
     result.report = write_night_report(config, result, everything)
     return result
 

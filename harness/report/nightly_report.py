@@ -65,6 +65,9 @@ def write_night_report(config, result, history_rows) -> tuple[Path, Path]:
                     _f(s["spread_rel"], "{:.1%}")] for s in result.card_spread])
 
     doc.heading("Changes against previous nights")
+    doc.table(["series", "metric", "tonight", "nights before", "median before", "change", "noise (σ)"],
+              [[h["series"], h["metric"], _f(h["tonight"]), h["nights_before"], _f(h["median_before"]),
+                _f(h["change_rel"], "{:+.1%}"), _f(h["noise_rel"], "{:.1%}")] for h in result.against_history])
     if result.alarms:
         doc.bullets([a.describe() for a in result.alarms], "flag")
     else:

@@ -171,3 +171,15 @@ def test_an_older_database_is_migrated_step_by_step(tmp_path, monkeypatch):
         assert history.schema_version() == 2 and len(history.rows()) == 1  # the old rows survive
     columns = [r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(runs)")]
     assert "note" in columns
+
+
+def test_tonight_against_previous_nights_with_its_noise(tmp_path):
+    from harness.history import against_history
+
+    db = recorded_history(tmp_path, nights=10, step_from=10)
+    with History(str(db)) as history:
+        rows = history.rows()
+    (entry,) = against_history(rows, ["j_per_request"], "2026-12-10")
+    assert entry["nights_before"] == 9 and entry["change_rel"] == pytest.approx(0.10, abs=0.01)
+    assert 0.005 < entry["noise_rel"] < 0.02  # ~1 %: the larger of the night-to-night and per-request spread
+    assert against_history(rows, ["j_per_request"], "2026-13-01") == []
