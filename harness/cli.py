@@ -340,7 +340,8 @@ def nightly_cmd(config_path: Path, night_id: str | None) -> None:
 @click.option("--metric", default="j_per_request", show_default=True, help="Metric of the trend table.")
 @click.option("--since", default=None, help="Only nights from this date (YYYY-MM-DD) on.")
 @click.option("--html", "html_out", type=click.Path(path_type=Path), default=None, is_flag=False,
-              flag_value=Path("results/history"), help="Write history.html + .md with trend plots to this folder.")
+              flag_value=Path("results/history"),
+              help="Write history.html + .md with trend plots to this folder [default: results/history].")
 @click.option("--check", is_flag=True, help="Exit 4 when a regression is flagged as of the newest night.")
 @click.pass_context
 def history_cmd(ctx, db, variant, metric, since, html_out, check) -> None:
@@ -373,12 +374,14 @@ def history_cmd(ctx, db, variant, metric, since, html_out, check) -> None:
 @history_cmd.command("import")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--night-id", default=None, help="Night of these runs [default: the date each run started].")
+@click.option("--db", "db_here", default=None, help="History database (as `bench history --db`).")
 @click.pass_obj
-def history_import_cmd(db: str, run_dirs, night_id) -> None:
+def history_import_cmd(db: str, run_dirs, night_id, db_here) -> None:
     """Add existing run folders to the history (a run already there is replaced)."""
     from harness.history import History, row_from_run
     from harness.store import load_run
 
+    db = db_here or db
     rows = [row_from_run(load_run(d), night_id=night_id) for d in run_dirs]
     with History(db) as history:
         history.add(rows)

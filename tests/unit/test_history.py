@@ -78,7 +78,7 @@ def test_import_twice_replaces_the_run(tmp_path):
     db = tmp_path / "h.sqlite"
     with History(str(db)) as history:
         history.add([row_from_run(load_run(STEADY[0]), night_id="a")])
-    result = bench("history", "--db", db, "import", *STEADY, "--night-id", "b")
+    result = bench("history", "import", *STEADY, "--night-id", "b", "--db", db)
     assert result.returncode == 0 and "imported 2 run(s)" in result.stdout, result.stderr
     with History(str(db)) as history:
         assert [r.night_id for r in history.rows()] == ["b", "b"]
