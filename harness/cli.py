@@ -320,12 +320,16 @@ def submit_cmd(run_dir, baseline_dir, out, check_file) -> None:
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=Path("benchmarks/nightly.yaml"),
               show_default=True, help="Nightly configuration (YAML).")
 @click.option("--night-id", default=None, help="Name of this night [default: today's UTC date].")
-def nightly_cmd(config_path: Path, night_id: str | None) -> None:
+@click.option("--report-only", is_flag=True, help="Rebuild the verdicts and report of a night that ran (--night-id).")
+def nightly_cmd(config_path: Path, night_id: str | None, report_only: bool) -> None:
     """Baseline + candidates, gates, history, regression alarms. Exit bits: 1 gate, 2 run failed, 4 regression."""
-    from harness.nightly import load_night_config, run_night
+    from harness.nightly import conclude, load_night_config, run_night
     from harness.progress import for_terminal
 
-    result = run_night(load_night_config(config_path), for_terminal(), night_id=night_id)
+    config = load_night_config(config_path)
+    if report_only and not night_id:
+        raise ConfigError("--report-only needs --night-id")
+    result = conclude(config, night_id) if report_only else run_night(config, for_terminal(), night_id=night_id)
     for alarm in result.alarms:
         click.echo(alarm.describe())
     click.echo(f"night {result.night_id}: {sum(o.ok for o in result.outcomes)}/{len(result.outcomes)} runs ok; "

@@ -387,8 +387,9 @@ def against_history(rows: list[RunRow], metrics: Iterable[str], night_id: str,
                 median = float(np.median([p.value for p in previous]))
                 window = [*previous, points[-1]]
                 sigma = noise_sigma([p.value for p in window], [p.se for p in window])
+                known = len(window) >= 3 or any(p.se is not None for p in window)  # else: no noise seen yet
                 if median:
                     entry.update(median_before=median, change_rel=points[-1].value / median - 1,
-                                 noise_rel=sigma / abs(median))
+                                 noise_rel=sigma / abs(median) if known else None)
             out.append(entry)
     return out

@@ -498,9 +498,7 @@ def _comparison(config: NightConfig, rows: list[RunRow]) -> tuple[list[dict], li
 
 
 def run_night(config: NightConfig, progress, night_id: str | None = None) -> NightResult:
-    """The whole night: runs, history, gates, alarms, report."""
-    from harness.report.nightly_report import write_night_report
-
+    """The whole night: runs, history, then the verdicts and the report (`conclude`)."""
     night_id = night_id or datetime.now(UTC).strftime("%Y-%m-%d")
     night_dir = config.results_dir / night_id
     if (night_dir / "night.json").exists() or any(night_dir.glob(f"{night_id}-*/manifest.json")):
@@ -512,9 +510,25 @@ def run_night(config: NightConfig, progress, night_id: str | None = None) -> Nig
         except KeyboardInterrupt:
             history.add(_rows(outcomes, night_id))  # what finished before the interrupt is kept
             raise
-        rows = _rows(outcomes, night_id)
-        history.add(rows)
+        history.add(_rows(outcomes, night_id))
+    return conclude(config, night_id, outcomes)
+
+
+def conclude(config: NightConfig, night_id: str, outcomes: list[RunOutcome] | None = None) -> NightResult:
+    """Gates, comparison, changes and the report of a night whose runs are on disk and in the history.
+    Without `outcomes`, they are read back from the night's night.json (`bench nightly --report-only`)."""
+    from harness.report.nightly_report import write_night_report
+
+    night_dir = config.results_dir / night_id
+    if outcomes is None:
+        try:
+            outcomes = [RunOutcome(**o) for o in json.loads((night_dir / "night.json").read_text())["outcomes"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{night_dir / 'night.json'}: cannot read the night's runs ({exc})") from None
+    with History(config.history_url, create=False) as history:
         everything = history.rows()
+    tonight = {str(Path(o.run_dir).resolve()) for o in outcomes}
+    rows = [r for r in everything if r.run_dir in tonight]
     gates = _gates(config, outcomes)
     comparison, spread = _comparison(config, rows)
     alarms = judge(everything, config.metrics, config.detector, night_id=night_id)

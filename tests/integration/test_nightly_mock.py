@@ -55,6 +55,11 @@ def test_two_lanes_a_dead_variant_and_the_night_report(tmp_path, mock_server):
                     ("cand", "0", "complete", "2026-12-01"), ("cand", "1", "complete", "2026-12-01"),
                     ("down", "0", "failed", "2026-12-01"), ("down", "1", "failed", "2026-12-01")]
     assert "exit 2" in result.stdout
+    # The verdicts and the report rebuild from the files and the history alone.
+    (night / "night.md").unlink()
+    rebuilt = bench("nightly", "--config", tmp_path / "night.yaml", "--night-id", "2026-12-01", "--report-only")
+    assert rebuilt.returncode == 2 and "What failed" in (night / "night.md").read_text(), rebuilt.stderr
+    assert json.loads((night / "night.json").read_text())["gates"] == summary["gates"]
 
 
 def test_a_server_that_dies_at_start_is_reported_with_its_log_tail(tmp_path, mock_server):
