@@ -331,7 +331,12 @@ def run_lane(config: NightConfig, night_id: str, lane_index: int, progress=None,
             run_id = f"{night_id}-g{lane or 0}-{position:02d}-{label}-c{concurrency}"
             waited = cool_down(probe, idle_c, config.cooldown) if position else None
             progress.message(f"run {run_id}")
-            ok, error, tail = _execute_one(config, by_label[label], gpu, concurrency, run_id, night_dir, progress)
+            try:
+                ok, error, tail = _execute_one(config, by_label[label], gpu, concurrency, run_id, night_dir, progress)
+            except KeyboardInterrupt:  # the interrupted run is recorded (incomplete, resumable), then the night stops
+                outcomes.append(RunOutcome(lane, position, label, concurrency, run_id, str(night_dir / run_id), False,
+                                           "interrupted", None, waited))
+                raise
             outcomes.append(RunOutcome(lane, position, label, concurrency, run_id, str(night_dir / run_id), ok,
                                        error, tail, waited))
             position += 1
@@ -427,7 +432,8 @@ def _rows(outcomes: list[RunOutcome], night_id: str) -> list[RunRow]:
             row = row_from_run(load_run(Path(o.run_dir)), night_id=night_id, lane=o.lane, harness_git=git,
                                error=o.error)
             # The night knows the variant even when the run died before its manifest named it.
-            row = replace(row, variant=o.label, status=row.status if o.ok else "failed")
+            status = "failed" if not o.ok and row.status == "complete" else row.status
+            row = replace(row, variant=o.label, status=status)
             rows.append(row)
         except HarnessError:
             rows.append(failed_row(o.run_id, Path(o.run_dir), o.label, night_id, o.lane, o.error or "no results"))

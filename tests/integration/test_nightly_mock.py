@@ -91,7 +91,7 @@ def test_ctrl_c_stops_the_night_and_keeps_what_finished(tmp_path, mock_server):
 
     from tests.conftest import ROOT
 
-    server = mock_server("--ttft-ms", "400")
+    server = mock_server("--ttft-ms", "1500")  # a run of 4 items, 2 in flight, takes >= 3 s
     third = f'{{variant: cpu-tiny, name: third, base_url: "{server.url}"}}'
     config = night_config(tmp_path, server.url, lanes="[]", down=third)
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "nightly", "--config", str(config), "--night-id",
@@ -99,12 +99,12 @@ def test_ctrl_c_stops_the_night_and_keeps_what_finished(tmp_path, mock_server):
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     night = tmp_path / "nightly" / "n1"
     deadline = time.monotonic() + 120
-    while not list(night.glob("*-00-base-c2/summary.json")) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)  # into the second run
-    proc.send_signal(signal.SIGINT)
+    while not list(night.glob("*-01-cand-c2/manifest.json")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)  # the second run has begun and cannot be done yet
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     rows = sqlite3.connect(tmp_path / "history.sqlite").execute("SELECT variant, status FROM runs").fetchall()
-    assert ("base", "complete") in rows and ("third", "complete") not in rows  # the third never started
+    assert ("base", "complete") in rows and ("cand", "incomplete") in rows  # the interrupted run, resumable
+    assert not [r for r in rows if r[0] == "third"]  # the third never started
     assert not list(night.glob("*-02-third-c2"))
