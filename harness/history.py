@@ -24,6 +24,7 @@ from statistics import NormalDist
 
 import numpy as np
 
+from harness.energy.analysis import headline_requests
 from harness.errors import HistoryError
 from harness.regression import ChangePoint, DetectorSettings, NightPoint, detect, noise_sigma
 from harness.store import RunData
@@ -143,9 +144,12 @@ def row_from_run(run: RunData, *, night_id: str | None = None, lane: str = "", h
     final = ~requests["retried"].astype(bool) if "retried" in requests else True
     ok = requests[(requests["status"] == "ok") & final] if len(requests) else requests
     energy_ok = energy.get("available") and "energy_j" in ok
-    j_low, j_high, j_se = mean_interval(ok["energy_j"]) if energy_ok else (None, None, None)
-    a_low, a_high, _ = (mean_interval(ok["energy_above_idle_j"])
-                        if energy_ok and "energy_above_idle_j" in ok else (None, None, None))
+    # The intervals cover the same requests as the stored summary's J/request: first-seen prompts
+    # where it says so, every ok request in runs analysed before that split.
+    headline = headline_requests(ok) if energy_ok and energy.get("headline_requests") == "first-seen" else ok
+    j_low, j_high, j_se = mean_interval(headline["energy_j"]) if energy_ok else (None, None, None)
+    a_low, a_high, _ = (mean_interval(headline["energy_above_idle_j"])
+                        if energy_ok and "energy_above_idle_j" in headline else (None, None, None))
     q_low = q_high = q_se = None
     if quality.get("overall") is not None and "score" in requests:
         items = requests[requests["score"].notna()].groupby("item_id")["score"].mean()

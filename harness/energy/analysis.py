@@ -82,6 +82,13 @@ class EnergySummary:
         return asdict(self)
 
 
+def headline_requests(ok: pd.DataFrame) -> pd.DataFrame:
+    """The requests the j_per_request_* figures cover (of the final ok ones): first-seen prompts where
+    the server reported cached tokens -- cache hits cost less than anything the competition charges."""
+    hits = cache_hit_mask(ok)
+    return ok[~hits] if hits is not None and (~hits).any() else ok
+
+
 def run_window(requests: pd.DataFrame) -> EnergyWindow:
     """First request start to last request end (warmup requests are not in the table)."""
     return EnergyWindow(int(requests["start_ns"].min()), int(requests["end_ns"].max()))
@@ -146,9 +153,8 @@ def analyse(samples: pd.DataFrame, requests: pd.DataFrame, *, idle: EnergyWindow
     ok = out[out["status"] == "ok"]
     if "retried" in ok:
         ok = ok[~ok["retried"].astype(bool)]
-    # The headline covers first-seen prompts: cache hits cost less than anything the competition charges.
     hits = cache_hit_mask(ok)
-    headline = ok[~hits] if hits is not None and (~hits).any() else ok
+    headline = headline_requests(ok)
     per_request = headline["energy_j"] if len(headline) else out["energy_j"]
     total_tokens = float(ok["completion_tokens"].fillna(0).sum())
     in_window = samples[(samples["t_ns"] >= window.start_ns) & (samples["t_ns"] <= window.end_ns)]

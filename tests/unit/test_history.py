@@ -2,6 +2,7 @@
 
 import functools
 import json
+import shutil
 import sqlite3
 
 import pandas as pd
@@ -183,3 +184,17 @@ def test_tonight_against_previous_nights_with_its_noise(tmp_path):
     assert entry["nights_before"] == 9 and entry["change_rel"] == pytest.approx(0.10, abs=0.01)
     assert 0.005 < entry["noise_rel"] < 0.02  # ~1 %: the larger of the night-to-night and per-request spread
     assert against_history(rows, ["j_per_request"], "2026-13-01") == []
+
+
+def test_intervals_cover_the_requests_the_headline_covers(tmp_path):
+    """A warm competition run has cache hits: the headline J/request is first-seen prompts only, and
+    so is its interval (one definition of which requests count, harness.energy.analysis)."""
+    from harness.analysis import finalize_run
+    from tests.conftest import FIXTURES
+
+    run = tmp_path / "warm"
+    shutil.copytree(FIXTURES / "h200x4-20261127-protocol" / "bf16-competition" / "warm", run)
+    finalize_run(run)
+    row = row_from_run(load_run(run))
+    assert json.loads((run / "summary.json").read_text())["energy"]["headline_requests"] == "first-seen"
+    assert (row.j_per_request_low + row.j_per_request_high) / 2 == pytest.approx(row.j_per_request, rel=1e-9)
