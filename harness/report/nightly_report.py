@@ -26,6 +26,9 @@ def write_night_report(config, result, history_rows) -> tuple[Path, Path]:
              f"{f' (first {config.limit} items)' if config.limit else ''}, {config.samples} sample(s), concurrency "
              f"{', '.join(map(str, config.concurrency))}, {config.repeats} repeat(s) in {config.order} order.")
 
+    if result.rows and all(r.j_per_request is None for r in result.rows):
+        doc.para("No energy was measured in these runs (no GPU meter here): the J/request columns are empty; "
+                 "quality and latency are still compared and tracked.", "muted")
     doc.heading("Runs (in the order they ran)")
     by_dir = {r.run_dir: r for r in result.rows}
     rows = []
