@@ -24,7 +24,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from harness.energy.analysis import headline_requests
+from harness.energy.analysis import headline_selection
 from harness.errors import HistoryError
 from harness.regression import ChangePoint, DetectorSettings, NightPoint, detect, noise_sigma
 from harness.store import RunData
@@ -135,50 +135,53 @@ def model_fingerprint(model: str | None) -> str | None:
 
 def row_from_run(run: RunData, *, night_id: str | None = None, lane: str = "", harness_git: str | None = None,
                  error: str | None = None) -> RunRow:
-    """The history row of a stored run (the one place that reads the run's stored fields)."""
-    m, s = run.manifest, run.summary or {}
-    energy, quality, latency = s.get("energy") or {}, s.get("quality") or {}, s.get("latency") or {}
-    meter, variant = m.get("meter") or {}, m.get("variant") or {}
-    gpus = meter.get("gpus") or []
+    """The history row of a stored run (the one place that reads the run's stored model)."""
+    m, s = run.manifest, run.summary
+    energy = s.energy if s is not None else None
+    quality = s.quality if s is not None else None
+    latency = s.latency if s is not None else None
+    variant = m.variant
+    gpus = m.meter.gpus if m.meter else ()
     requests = run.requests
     final = ~requests["retried"].astype(bool) if "retried" in requests else True
     ok = requests[(requests["status"] == "ok") & final] if len(requests) else requests
-    energy_ok = energy.get("available") and "energy_j" in ok
-    # The intervals cover the same requests as the stored summary's J/request: first-seen prompts
-    # where it says so, every ok request in runs analysed before that split.
-    headline = headline_requests(ok) if energy_ok and energy.get("headline_requests") == "first-seen" else ok
+    energy_ok = bool(energy and energy.available) and "energy_j" in ok
+    # The intervals cover the same requests as the stored summary's J/request (its `headline_requests`).
+    headline = ok
+    if energy_ok and energy.headline_requests != "all":
+        headline = headline_selection(ok, first_pass_only=energy.headline_requests == "first pass")[0]
     j_low, j_high, j_se = mean_interval(headline["energy_j"]) if energy_ok else (None, None, None)
     a_low, a_high, _ = (mean_interval(headline["energy_above_idle_j"])
                         if energy_ok and "energy_above_idle_j" in headline else (None, None, None))
     q_low = q_high = q_se = None
-    if quality.get("overall") is not None and "score" in requests:
+    if quality is not None and quality.overall is not None and "score" in requests:
         items = requests[requests["score"].notna()].groupby("item_id")["score"].mean()
         q_low, q_high, q_se = mean_interval(items)
-    created = float(m.get("created_wall_s") or time.time())
-    pct = lambda block, key: (latency.get(block) or {}).get(key)  # noqa: E731
-    flags = list(s.get("flags") or [])
+    created = float(m.created_wall_s or time.time())
+    model = variant.model if variant else None
     return RunRow(
         run_id=run.run_id, run_dir=str(run.dir.resolve()),
         night_id=night_id or datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%d"), lane=lane,
-        created_wall_s=created, status=m.get("status") or "unknown", variant=variant.get("name") or "?",
-        harness_version=m.get("harness_version"), harness_git=harness_git,
-        vllm_version=(m.get("server") or {}).get("vllm_version"), model=variant.get("model"),
-        model_hash=m.get("model_hash") or model_fingerprint(variant.get("model")),
-        gpu_uuid=",".join(g.get("uuid", "?") for g in gpus) or None,
-        gpu_name=",".join(sorted({g.get("name", "?") for g in gpus})) or None,
-        driver_version=meter.get("driver_version"), suite_name=(m.get("suite") or {}).get("name"),
-        suite_hash=(m.get("suite") or {}).get("hash"),
-        sampling=json.dumps(m.get("sampling_sent") or {}, sort_keys=True),
-        concurrency=(m.get("settings") or {}).get("concurrency"), samples=(m.get("settings") or {}).get("samples"),
-        requests=latency.get("requests"), ok=latency.get("ok"),
-        j_per_request=energy.get("j_per_request_mean"), j_per_request_low=j_low, j_per_request_high=j_high,
-        j_per_request_se=j_se, above_idle_j_per_request=energy.get("above_idle_j_per_request_mean"),
+        created_wall_s=created, status=str(m.status.value), variant=variant.name if variant else "?",
+        harness_version=m.harness_version, harness_git=harness_git,
+        vllm_version=m.server.vllm_version if m.server else None, model=model, model_hash=model_fingerprint(model),
+        gpu_uuid=",".join(g.uuid for g in gpus) or None, gpu_name=",".join(sorted({g.name for g in gpus})) or None,
+        driver_version=m.meter.driver_version if m.meter else None, suite_name=m.suite.name, suite_hash=m.suite.hash,
+        sampling=json.dumps(m.sampling_sent or {}, sort_keys=True),
+        concurrency=m.settings.get("concurrency"), samples=m.samples,
+        requests=latency.requests if latency else None, ok=latency.ok if latency else None,
+        j_per_request=energy.j_per_request_mean if energy else None, j_per_request_low=j_low,
+        j_per_request_high=j_high, j_per_request_se=j_se,
+        above_idle_j_per_request=energy.above_idle_j_per_request_mean if energy else None,
         above_idle_j_per_request_low=a_low, above_idle_j_per_request_high=a_high,
-        j_per_correct_answer=energy.get("j_per_correct_answer"), quality=quality.get("overall"), quality_low=q_low,
-        quality_high=q_high, quality_se=q_se, e2e_p50_s=pct("e2e_s", "p50"), e2e_p90_s=pct("e2e_s", "p90"),
-        e2e_p99_s=pct("e2e_s", "p99"), ttft_p50_s=pct("ttft_s", "p50"), ttft_p90_s=pct("ttft_s", "p90"),
-        output_tokens_per_s=latency.get("output_tokens_per_s"), requests_per_s=latency.get("requests_per_s"),
-        flags=json.dumps(flags), error=error or m.get("incomplete_cause"),
+        j_per_correct_answer=energy.j_per_correct_answer if energy else None,
+        quality=quality.overall if quality else None, quality_low=q_low, quality_high=q_high, quality_se=q_se,
+        e2e_p50_s=latency.e2e_s.p50 if latency else None, e2e_p90_s=latency.e2e_s.p90 if latency else None,
+        e2e_p99_s=latency.e2e_s.p99 if latency else None, ttft_p50_s=latency.ttft_s.p50 if latency else None,
+        ttft_p90_s=latency.ttft_s.p90 if latency else None,
+        output_tokens_per_s=latency.output_tokens_per_s if latency else None,
+        requests_per_s=latency.requests_per_s if latency else None,
+        flags=json.dumps(list(s.flags) if s is not None else []), error=error or m.incomplete_cause,
     )
 
 

@@ -306,7 +306,8 @@ def _execute_one(config: NightConfig, entry: VariantEntry, gpu: str | None, conc
         execute(_spec(config, entry, gpu, _settings(config, run_id, night_dir, concurrency)), progress)
         return True, None, None
     except HarnessError as exc:
-        if isinstance(exc.__context__, KeyboardInterrupt):  # the runner turned Ctrl-C/SIGTERM into RunAborted
+        # The runner turns Ctrl-C/SIGTERM into RunAborted (raised from the interrupt).
+        if any(isinstance(e, KeyboardInterrupt) for e in (exc.__cause__, exc.__context__)):
             raise KeyboardInterrupt from None  # stop the night, not just this run
         tail = log_tail(night_dir / run_id / "server.log") or None
         return False, str(exc).splitlines()[0], tail

@@ -189,7 +189,7 @@ def test_tonight_against_previous_nights_with_its_noise(tmp_path):
 def test_intervals_cover_the_requests_the_headline_covers(tmp_path):
     """A warm competition run has cache hits: the headline J/request is first-seen prompts only, and
     so is its interval (one definition of which requests count, harness.energy.analysis)."""
-    from harness.analysis import finalize_run
+    from harness.finalize import finalize_run
     from tests.conftest import FIXTURES
 
     run = tmp_path / "warm"
