@@ -361,15 +361,13 @@ def history_cmd(ctx, db, variant, metric, since, html_out, check) -> None:
         return
     if metric not in METRICS:
         raise ConfigError(f"--metric: known metrics are {', '.join(METRICS)}")
-    from harness.report.trends import TREND_HEADERS, history_page, trend_rows
+    from harness.report.trends import history_page, trend_lines
 
     with History(ctx.obj, create=False) as history:
         rows = history.rows(variant=variant, since=since)
     alarms = judge(rows, [metric])
-    widths = [12, 34, 14, 10, 24, 10, 0]
-    click.echo("".join(f"{h:<{w}}" for h, w in zip(TREND_HEADERS, widths, strict=True)))
-    for line in trend_rows(rows, metric):
-        click.echo("".join(f"{c:<{w}}" for c, w in zip(line, widths, strict=True)))
+    for line in trend_lines(rows, metric):
+        click.echo(line)
     for alarm in alarms:
         click.echo(alarm.describe())
     if html_out is not None:

@@ -34,6 +34,13 @@ def trend_rows(rows: list[RunRow], metric: str) -> list[list[str]]:
 
 
 TREND_HEADERS = ["night", "run", "series", "value", "95% CI", "status", "flags / error"]
+TREND_WIDTHS = [12, 34, 14, 10, 24, 10, 0]
+
+
+def trend_lines(rows: list[RunRow], metric: str) -> list[str]:
+    """The trend table as fixed-width lines for a terminal."""
+    return ["".join(f"{cell:<{w}}" for cell, w in zip(line, TREND_WIDTHS, strict=True)).rstrip()
+            for line in [TREND_HEADERS, *trend_rows(rows, metric)]]
 
 
 def trend_plot(rows: list[RunRow], metric: str, alarms: list[Alarm], path: Path) -> Path | None:
