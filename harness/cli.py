@@ -320,6 +320,80 @@ def _accepted_flags(values: tuple[str, ...]) -> dict[str, str]:
     return accepted
 
 
+@main.command("nightly")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=Path("benchmarks/nightly.yaml"),
+              show_default=True, help="Nightly configuration (YAML).")
+@click.option("--night-id", default=None, help="Name of this night [default: today's UTC date].")
+@click.option("--report-only", is_flag=True, help="Rebuild the verdicts and report of a night that ran (--night-id).")
+def nightly_cmd(config_path: Path, night_id: str | None, report_only: bool) -> None:
+    """Baseline + candidates, gates, history, regression alarms. Exit bits: 1 gate, 2 run failed, 4 regression."""
+    from harness.nightly import conclude, load_night_config, run_night
+    from harness.progress import for_terminal
+
+    config = load_night_config(config_path)
+    if report_only and not night_id:
+        raise ConfigError("--report-only needs --night-id")
+    result = conclude(config, night_id) if report_only else run_night(config, for_terminal(), night_id=night_id)
+    for alarm in result.alarms:
+        click.echo(alarm.describe())
+    click.echo(f"night {result.night_id}: {sum(o.ok for o in result.outcomes)}/{len(result.outcomes)} runs ok; "
+               f"report {result.report[1]}; exit {result.exit_code}")
+    sys.exit(result.exit_code)
+
+
+@main.group("history", invoke_without_command=True)
+@click.option("--db", default=None, help="History database: SQLAlchemy URL or SQLite path "
+              "[default: $BENCH_HISTORY or results/history.sqlite].")
+@click.option("--variant", default=None, help="Only this variant.")
+@click.option("--metric", default="j_per_request", show_default=True, help="Metric of the trend table.")
+@click.option("--since", default=None, help="Only nights from this date (YYYY-MM-DD) on.")
+@click.option("--html", "html_out", type=click.Path(path_type=Path), default=None, is_flag=False,
+              flag_value=Path("results/history"),
+              help="Write history.html + .md with trend plots to this folder [default: results/history].")
+@click.option("--check", is_flag=True, help="Exit 4 when a regression is flagged as of the newest night.")
+@click.pass_context
+def history_cmd(ctx, db, variant, metric, since, html_out, check) -> None:
+    """Trend table of past runs (one row per run); subcommand `import RUN_DIR...`."""
+    from harness.history import METRICS, History, judge
+
+    ctx.obj = db or os.environ.get("BENCH_HISTORY") or "results/history.sqlite"
+    if ctx.invoked_subcommand is not None:
+        return
+    if metric not in METRICS:
+        raise ConfigError(f"--metric: known metrics are {', '.join(METRICS)}")
+    from harness.report.trends import history_page, trend_lines
+
+    with History(ctx.obj, create=False) as history:
+        rows = history.rows(variant=variant, since=since)
+    alarms = judge(rows, [metric])
+    for line in trend_lines(rows, metric):
+        click.echo(line)
+    for alarm in alarms:
+        click.echo(alarm.describe())
+    if html_out is not None:
+        md, page = history_page(rows, [metric], alarms, html_out)
+        click.echo(f"wrote {md} and {page}")
+    if check and any(a.change.worse for a in alarms):
+        sys.exit(4)
+
+
+@history_cmd.command("import")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--night-id", default=None, help="Night of these runs [default: the date each run started].")
+@click.option("--db", "db_here", default=None, help="History database (as `bench history --db`).")
+@click.pass_obj
+def history_import_cmd(db: str, run_dirs, night_id, db_here) -> None:
+    """Add existing run folders to the history (a run already there is replaced)."""
+    from harness.history import History, row_from_run
+    from harness.store import load_run
+
+    db = db_here or db
+    rows = [row_from_run(load_run(d), night_id=night_id) for d in run_dirs]
+    with History(db) as history:
+        history.add(rows)
+    click.echo(f"imported {len(rows)} run(s) into {db}")
+
+
 def run() -> None:
     """Console-script entry point."""
     try:

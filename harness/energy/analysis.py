@@ -91,6 +91,18 @@ class EnergySummary:
         return asdict(self)
 
 
+def headline_selection(ok: pd.DataFrame, first_pass_only: bool = False) -> tuple[pd.DataFrame, str]:
+    """The requests the j_per_request_* figures cover (of the final ok ones), and their name: first-seen
+    prompts where the server reported cached tokens (cache hits cost less than anything the competition
+    charges); else the first pass when later passes repeated prompts on a warm cache; else all."""
+    hits = cache_hit_mask(ok)
+    if hits is not None:
+        return (ok[~hits] if (~hits).any() else ok), "first-seen"
+    if first_pass_only:  # no cached-token counts and no cache reset between passes: later passes are repeats
+        return ok[ok["sample_index"] == ok["sample_index"].min()], "first pass"
+    return ok, "all"
+
+
 def run_window(requests: pd.DataFrame) -> EnergyWindow:
     """First request start to last request end (warmup requests are not in the table)."""
     return EnergyWindow(int(requests["start_ns"].min()), int(requests["end_ns"].max()))
@@ -195,14 +207,7 @@ def analyse(samples: pd.DataFrame, requests: pd.DataFrame, *, idle: EnergyWindow
     ok = out[out["status"] == "ok"]
     if "retried" in ok:
         ok = ok[~ok["retried"].astype(bool)]
-    # The headline covers first-seen prompts: cache hits cost less than anything the competition charges.
-    hits = cache_hit_mask(ok)
-    if hits is not None:
-        headline, headline_requests = (ok[~hits] if (~hits).any() else ok), "first-seen"
-    elif first_pass_only:  # no cached-token counts and no cache reset between passes: later passes are repeats
-        headline, headline_requests = ok[ok["sample_index"] == ok["sample_index"].min()], "first pass"
-    else:
-        headline, headline_requests = ok, "all"
+    headline, headline_requests = headline_selection(ok, first_pass_only)
     per_request = headline["energy_j"] if len(headline) else out["energy_j"]
     total_tokens = float(ok["completion_tokens"].fillna(0).sum())
     in_window = samples[(samples["t_ns"] >= window.start_ns) & (samples["t_ns"] <= window.end_ns)]
