@@ -20,7 +20,7 @@ from typing import Protocol
 
 import harness
 from harness.analysis import finalize_run
-from harness.client import TRANSIENT_STATUSES, StreamResult, build_request, stream_chat
+from harness.client import TRANSIENT_STATUSES, ChatClient, RequestBuilder, StreamResult, build_request, retry_delay_s
 from harness.config import RunSettings, SuiteSpec, Variant, default_models_dir
 from harness.energy.attribute import PhaseWeights
 from harness.energy.meters import PowerMeter, open_meter
@@ -29,8 +29,6 @@ from harness.records import RequestRecord, RunClock
 from harness.server import LaunchedServer, ServerHandle, attach, log_tail
 from harness.store import RunStore, read_json, read_requests
 from harness.suite import Suite, SuiteItem, load_suite
-
-RETRY_BACKOFF_S = 0.5
 
 
 class Progress(Protocol):
@@ -134,7 +132,8 @@ def to_record(run_id: str, unit: WorkUnit, attempt: int, seed: int, result: Stre
         finish_reason=result.finish_reason, output_text=result.text, references=unit.item.references,
         status=result.status,
         http_status=result.http_status, error=result.error, image_converted_from=unit.item.converted_from,
-        cached_tokens=result.cached_tokens,
+        cached_tokens=result.cached_tokens, reasoning_text=result.reasoning_text,
+        reasoning_tokens=result.reasoning_tokens, anomaly=result.anomaly,
     )
 
 
@@ -150,12 +149,9 @@ class _Loop:
         self.timeout_s = s.request_timeout_s or 30.0 + 0.5 * max_tokens
         self.finished = self.failed = 0
         self.abort_reason: str | None = None
-        import openai
-
-        self.client = openai.AsyncOpenAI(base_url=server.base_url, api_key=spec.api_key or "EMPTY", max_retries=0)
-
-    def request(self, unit: WorkUnit, seed: int | None) -> dict:
-        return build_request(unit.item, self.server.model, self.spec.settings.sampling, self.max_tokens, seed)
+        # Pools its connections per event loop (warm-up and measured phase run in two loops).
+        self.client = ChatClient(server.base_url, spec.api_key)
+        self.bodies = RequestBuilder(server.model, spec.settings.sampling, max_tokens)
 
     def check_server(self) -> None:
         if self.launched is not None and self.launched.exit_code() is not None:
@@ -171,7 +167,7 @@ class _Loop:
             for attempt in range(1, s.max_retries + 2):
                 if self.abort_reason:
                     return
-                result = await stream_chat(self.client, self.request(unit, seed), self.timeout_s)
+                result = await self.client.stream(self.bodies.body(unit.item, seed), self.timeout_s)
                 if result.status == "ok" and result.model and result.model != self.server.model:
                     wrong = f"answered as model '{result.model}', asked '{self.server.model}'"
                     result = StreamResult(**{**asdict(result), "status": "wrong_model", "error": wrong})
@@ -180,6 +176,7 @@ class _Loop:
                 self.store.append_request(record)  # on disk before anything else happens
                 self.store.append_power(self.meter.drain())
                 if not will_retry:
+                    self.bodies.forget(unit.item, seed)
                     self.finished += 1
                     self.failed += record.status != "ok"
                     self.progress.advance(record)
@@ -187,7 +184,7 @@ class _Loop:
                     return
                 if result.status in ("connection", "timeout"):
                     self.check_server()
-                await asyncio.sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))
+                await asyncio.sleep(retry_delay_s(result, attempt))
 
     def _check_failure_share(self) -> None:
         s = self.spec.settings
@@ -197,7 +194,8 @@ class _Loop:
 
     async def warmup(self, units: list[WorkUnit], n: int) -> None:
         for unit in (units * (n // max(len(units), 1) + 1))[:n]:
-            await stream_chat(self.client, self.request(unit, None), self.timeout_s)
+            await self.client.stream(self.bodies.body(unit.item, None), self.timeout_s)
+        await self.client.close()
 
     async def run(self, units: list[WorkUnit]) -> None:
         sem = asyncio.Semaphore(self.spec.settings.concurrency)
