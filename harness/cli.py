@@ -96,10 +96,21 @@ def suites_cmd(names: tuple[str, ...]) -> None:
 @click.option("--max-retries", type=int, default=2, show_default=True, help="Retries of transient failures.")
 @click.option("--max-failure-share", type=float, default=0.5, show_default=True,
               help="Stop the run when more than this share of requests fail.")
+@click.option("--request-rate", type=float, default=None,
+              help="Open-loop arrivals: mean requests/s (--concurrency stays an upper bound) [default: closed loop].")
+@click.option("--burstiness", type=float, default=1.0, show_default=True,
+              help="Gamma shape of the arrival gaps with --request-rate (1: Poisson; <1 burstier).")
+@click.option("--duration", "duration_s", type=float, default=None,
+              help="Send no new request after this many seconds (the run is complete then).")
+@click.option("--max-requests", type=int, default=None,
+              help="Send exactly N requests, cycling through the suite (independent of --samples).")
+@click.option("--max-duration-s", type=float, default=None,
+              help="Wall-clock limit of the run; past it the run stops as interrupted (resumable).")
+@click.option("--quiet", is_flag=True, help="No progress output; only the final lines.")
 def run_cmd(variant, base_url, model, api_key_file, model_path, dummy_weights, suite, limit, concurrency, warmup,
             samples, seed, results_dir, run_id, resume_dir, energy, power_trace, idle_s, sample_rate,
             prefill_weight, temperature, top_p, top_k, max_tokens, ignore_eos, timeout_s, max_retries,
-            max_failure_share) -> None:
+            max_failure_share, request_rate, burstiness, duration_s, max_requests, max_duration_s, quiet) -> None:
     """Replay a suite against a vLLM server and measure every request."""
     from harness.config import (
         DEFAULT_VARIANT,
@@ -132,6 +143,8 @@ def run_cmd(variant, base_url, model, api_key_file, model_path, dummy_weights, s
             concurrency=concurrency, warmup=warmup, seed=seed, samples=samples, sampling=sampling,
             request_timeout_s=timeout_s, max_retries=max_retries, max_failure_share=max_failure_share,
             energy=energy, power_trace=power_trace, idle_s=idle_s, sample_rate_hz=sample_rate,
+            request_rate=request_rate, burstiness=burstiness, duration_s=duration_s, max_requests=max_requests,
+            max_duration_s=max_duration_s,
         )
         try:
             weights = PhaseWeights(prefill=prefill_weight)
@@ -139,7 +152,7 @@ def run_cmd(variant, base_url, model, api_key_file, model_path, dummy_weights, s
             raise ConfigError(f"--prefill-weight: {exc}") from None
         spec = RunSpec(suite=load_suite_spec(suite), settings=settings, variant=v, base_url=base_url, model=model,
                        api_key=api_key, dummy_weights=dummy_weights, weights=weights)
-    run_dir = execute(spec, for_terminal())
+    run_dir = execute(spec, for_terminal(quiet))
     _print_summary(run_dir)
 
 
@@ -150,13 +163,18 @@ def _print_summary(run_dir: Path) -> None:
     lat, energy, quality = summary["latency"], summary["energy"], summary["quality"]
     click.echo(f"run {summary['run_id']}: {lat['ok']}/{lat['requests']} ok, "
                f"e2e p50 {_fmt(lat['e2e_s']['p50'], 's')}, ttft p50 {_fmt(lat['ttft_s']['p50'], 's')}")
+    if lat.get("requests_per_s") is not None:
+        click.echo(f"throughput: {lat['requests_per_s']:.2f} req/s, "
+                   f"{lat['output_tokens_per_s'] or 0:.1f} output tokens/s")
     if energy["available"]:
         click.echo(f"energy: {energy['total_j']:.1f} J total ({energy['source']}), "
                    f"{energy['j_per_request_mean']:.2f} J/request, idle {_fmt(energy['idle_power_w'], 'W')}")
     else:
         click.echo(f"energy: unavailable ({energy['unavailable_reason']})")
     if quality.get("overall") is not None:
-        click.echo(f"quality: {quality['overall']:.3f} overall")
+        spread = quality.get("per_item_std_mean")
+        click.echo(f"quality: {quality['overall']:.3f} overall over {quality.get('items')} items"
+                   + (f", per-item std {spread:.3f} over samples" if spread is not None else ""))
     for flag in summary.get("flags", []):
         click.echo(f"flag: {flag}")
     click.echo(f"results: {run_dir}")

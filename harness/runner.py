@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -25,6 +26,7 @@ from harness.config import RunSettings, SuiteSpec, Variant, default_models_dir
 from harness.energy.attribute import PhaseWeights
 from harness.energy.meters import PowerMeter, open_meter
 from harness.errors import ConfigError, HarnessError, RunAborted, ServerError
+from harness.load import LagMonitor, Pacer, cycled
 from harness.records import RequestRecord, RunClock
 from harness.server import LaunchedServer, ServerHandle, attach, log_tail
 from harness.store import RunStore, read_json, read_requests
@@ -110,8 +112,10 @@ def finished_keys(requests) -> set[tuple[str, int]]:
     return {(r.item_id, int(r.sample_index)) for r in final.itertuples() if r.status not in TRANSIENT_STATUSES}
 
 
-def work_units(suite: Suite, samples: int, done: set[tuple[str, int]]) -> list[WorkUnit]:
-    units = [WorkUnit(pos, item, k) for k in range(samples) for pos, item in enumerate(suite.items)]
+def work_units(suite: Suite, samples: int, done: set[tuple[str, int]], max_requests: int | None = None
+               ) -> list[WorkUnit]:
+    """Every item `samples` times, or `max_requests` requests cycling through the items."""
+    units = [WorkUnit(pos, suite.items[pos], k) for pos, k in cycled(len(suite.items), max_requests, samples)]
     return [u for u in units if u.key not in done]
 
 
@@ -137,6 +141,44 @@ def to_record(run_id: str, unit: WorkUnit, attempt: int, seed: int, result: Stre
     )
 
 
+class JournalWriter:
+    """Request records to the journal without blocking the event loop: one writer thread, records
+    in the order they finished, one fsync per batch (group commit). A stalled fsync on the loop
+    would delay every other stream's bytes, and so inflate the latencies measured meanwhile."""
+
+    def __init__(self, store: RunStore):
+        self.store = store
+        self.pending: list[tuple[RequestRecord, asyncio.Future]] = []
+        self.flushing: asyncio.Task | None = None
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+
+    async def append(self, record: RequestRecord) -> None:
+        """Returns once the record is on disk."""
+        done = asyncio.get_running_loop().create_future()
+        self.pending.append((record, done))
+        if self.flushing is None:
+            self.flushing = asyncio.get_running_loop().create_task(self._flush())
+        await done
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self.pending:
+                batch, self.pending = self.pending, []
+                try:
+                    await loop.run_in_executor(self.executor, self.store.append_requests, [r for r, _ in batch])
+                except Exception as exc:  # the writer's error (a full disk) is every waiting request's error
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                    continue
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+        finally:
+            self.flushing = None
+
+
 class _Loop:
     """The request loop of one run segment."""
 
@@ -152,6 +194,8 @@ class _Loop:
         # Pools its connections per event loop (warm-up and measured phase run in two loops).
         self.client = ChatClient(server.base_url, spec.api_key)
         self.bodies = RequestBuilder(server.model, spec.settings.sampling, max_tokens)
+        self.lag = LagMonitor()  # the client's own load while the measured phase runs
+        self.started_s = time.monotonic()
 
     def check_server(self) -> None:
         if self.launched is not None and self.launched.exit_code() is not None:
@@ -160,31 +204,32 @@ class _Loop:
         elif self.launched is None and not self.server.alive():
             self.abort_reason = f"the server at {self.server.base_url} stopped answering /health"
 
-    async def one(self, unit: WorkUnit, sem: asyncio.Semaphore) -> None:
+    async def one(self, index: int, unit: WorkUnit, sem: asyncio.Semaphore) -> None:
         s = self.spec.settings
         seed = request_seed(s.seed, unit)
-        async with sem:
-            for attempt in range(1, s.max_retries + 2):
-                if self.abort_reason:
-                    return
+        if not await self.pacer.wait_turn(index):  # the arrival process; False: --duration is over
+            return
+        for attempt in range(1, s.max_retries + 2):
+            if self.abort_reason:
+                return
+            async with sem:  # a slot is a request in flight; journaling and backoff do not hold one
                 result = await self.client.stream(self.bodies.body(unit.item, seed), self.timeout_s)
-                if result.status == "ok" and result.model and result.model != self.server.model:
-                    wrong = f"answered as model '{result.model}', asked '{self.server.model}'"
-                    result = StreamResult(**{**asdict(result), "status": "wrong_model", "error": wrong})
-                will_retry = result.transient and attempt <= s.max_retries
-                record = to_record(self.run_id, unit, attempt, seed, result, self.clock)
-                self.store.append_request(record)  # on disk before anything else happens
-                self.store.append_power(self.meter.drain())
-                if not will_retry:
-                    self.bodies.forget(unit.item, seed)
-                    self.finished += 1
-                    self.failed += record.status != "ok"
-                    self.progress.advance(record)
-                    self._check_failure_share()
-                    return
-                if result.status in ("connection", "timeout"):
-                    self.check_server()
-                await asyncio.sleep(retry_delay_s(result, attempt))
+            if result.status == "ok" and result.model and result.model != self.server.model:
+                wrong = f"answered as model '{result.model}', asked '{self.server.model}'"
+                result = StreamResult(**{**asdict(result), "status": "wrong_model", "error": wrong})
+            will_retry = result.transient and attempt <= s.max_retries
+            record = to_record(self.run_id, unit, attempt, seed, result, self.clock)
+            await self.journal.append(record)  # on disk before anything else happens to this unit
+            if not will_retry:
+                self.bodies.forget(unit.item, seed)
+                self.finished += 1
+                self.failed += record.status != "ok"
+                self.progress.advance(record)
+                self._check_failure_share()
+                return
+            if result.status in ("connection", "timeout"):
+                self.check_server()
+            await asyncio.sleep(retry_delay_s(result, attempt))
 
     def _check_failure_share(self) -> None:
         s = self.spec.settings
@@ -198,24 +243,36 @@ class _Loop:
         await self.client.close()
 
     async def run(self, units: list[WorkUnit]) -> None:
-        sem = asyncio.Semaphore(self.spec.settings.concurrency)
-        tasks = [asyncio.create_task(self.one(u, sem)) for u in units]
+        s = self.spec.settings
+        self.journal = JournalWriter(self.store)
+        self.pacer = Pacer(s.load(), len(units))
+        deadline = None if s.max_duration_s is None else self.started_s + s.max_duration_s
+        sem = asyncio.Semaphore(s.concurrency)
+        tasks = [asyncio.create_task(self.one(i, u, sem)) for i, u in enumerate(units)]
         try:
-            while tasks:
-                done, pending = await asyncio.wait(tasks, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
-                tasks = list(pending)
-                self.store.append_power(self.meter.drain())
-                if self.launched is not None and self.abort_reason is None:
-                    self.check_server()
-                if self.abort_reason:
-                    for t in tasks:
-                        t.cancel()
-                    await asyncio.gather(*tasks, return_exceptions=True)
-                    return
-                for t in done:
-                    t.result()  # a bug in the loop must surface, not vanish
+            async with self.lag:
+                await self._wait(tasks, deadline)
         finally:
             await self.client.close()
+            self.journal.executor.shutdown(wait=True)
+
+    async def _wait(self, tasks: list[asyncio.Task], deadline: float | None) -> None:
+        while tasks:
+            done, pending = await asyncio.wait(tasks, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            tasks = list(pending)
+            if deadline is not None and time.monotonic() >= deadline and self.abort_reason is None:
+                self.abort_reason = (f"the run reached its wall-clock limit (--max-duration-s "
+                                     f"{self.spec.settings.max_duration_s:g})")
+            self.store.append_power(self.meter.drain())
+            if self.launched is not None and self.abort_reason is None:
+                self.check_server()
+            if self.abort_reason:
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                return
+            for t in done:
+                t.result()  # a bug in the loop must surface, not vanish
 
 
 def _describe(variant: Variant, model_path: str | None, dummy: bool) -> dict:
@@ -278,7 +335,7 @@ def execute(spec: RunSpec, progress: Progress) -> Path:
     max_tokens = s.sampling.max_tokens or spec.suite.max_tokens
     store, manifest, done = _open_run(spec, suite, max_tokens)
     run_id = manifest["run_id"]
-    units = work_units(suite, s.samples, done)
+    units = work_units(suite, s.samples, done, s.max_requests)
     clock = RunClock.now()
     segment: dict = {"started_wall_s": time.time(), "clock_wall_minus_mono_ns": clock.wall_minus_mono_ns}
     manifest["status"] = "running"
@@ -315,6 +372,7 @@ def execute(spec: RunSpec, progress: Progress) -> Path:
         segment["requests_started_ns"] = time.monotonic_ns()
         asyncio.run(loop.run(units))
         segment["requests_ended_ns"] = time.monotonic_ns()
+        segment["client_load"] = loop.lag.result().to_dict()
         progress.end()
         if loop.abort_reason:
             raise RunAborted(loop.abort_reason)

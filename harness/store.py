@@ -101,8 +101,12 @@ class RunStore:
 
     # journals -------------------------------------------------------------------------------
     def append_request(self, record: RequestRecord) -> None:
+        self.append_requests([record])
+
+    def append_requests(self, records: list[RequestRecord]) -> None:
+        """Append records in order with one fsync (the run loop's group commit)."""
         with open(self.dir / "requests.jsonl", "a") as f:
-            f.write(json.dumps(record.to_dict()) + "\n")
+            f.write("".join(json.dumps(r.to_dict()) + "\n" for r in records))
             f.flush()
             os.fsync(f.fileno())
 
