@@ -219,7 +219,7 @@ def prepare_inputs(work: Path, n_images: int = 100) -> dict:
 # ---------------------------------------------------------------------------------------------------
 # Clients: each returns {"rps", "ttft_s": [...], "e2e_s": [...], "ok": n} from its own output
 
-def run_child(cmd: list[str], env: dict | None = None, timeout: float = 600) -> tuple[float, str]:
+def run_child(cmd: list[str], env: dict | None = None, timeout: float = 240) -> tuple[float, str]:
     """Run a client; returns (CPU seconds of the child and its descendants, output tail)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
@@ -318,7 +318,8 @@ def _peer(name: str) -> Path:
 def client_aiperf(url, inputs, c, n, work: Path):
     out = work / f"aiperf-{time.monotonic_ns()}"
     cmd = [str(_peer("aiperf") / "aiperf"), "profile", "--model", MODEL, "--url", url, "--endpoint-type", "chat",
-           "--streaming", "--tokenizer", str(TOKENIZER), "--use-server-token-count", "--concurrency", str(c), "--request-count", str(n),
+           "--streaming", "--tokenizer", str(TOKENIZER), "--use-server-token-count", "--concurrency", str(c),
+           "--request-count", str(n),
            "--output-tokens-mean", str(TOKENS), "--input-file", str(inputs["aiperf"]), "--custom-dataset-type",
            "single_turn", "--artifact-dir", str(out), "--ui-type", "none"]
     cpu, _ = run_child(cmd)
@@ -334,20 +335,21 @@ def client_aiperf(url, inputs, c, n, work: Path):
 
 
 def client_guidellm(url, inputs, c, n, work: Path):
-    out = work / f"guidellm-{time.monotonic_ns()}"
-    out.mkdir()
-    data = json.dumps({"prompt_tokens": 8, "output_tokens": TOKENS, "image_width": 120, "image_height": 120})
-    cmd = [str(_peer("guidellm") / "guidellm"), "benchmark", "run", "--target", url, "--model", MODEL,
-           "--processor", str(TOKENIZER), "--profile", "concurrent", "--rate", str(c), "--max-requests", str(n),
-           "--data", data, "--output-dir", str(out), "--disable-progress"]
-    cpu, _ = run_child(cmd, env={"HF_HUB_OFFLINE": "1"})
-    report = json.loads(next(out.rglob("*.json")).read_text())
+    """GuideLLM 0.8 draws its own images: noise PNGs of the same size as ours."""
+    out = work / f"guidellm-{time.monotonic_ns()}.json"
+    cmd = [str(_peer("guidellm") / "guidellm"), "run", "--backend", f"kind=openai_http,target={url},model={MODEL}",
+           "--profile", f"kind=concurrent,streams={c}", "--constraint", f"kind=max_requests,count={n}",
+           "--data", f"kind=synthetic_image,width=120,height=120,format=png,content=noise,output_tokens={TOKENS}",
+           "--tokenizer", f"kind=huggingface_auto,model={TOKENIZER}", "--output", f"kind=json,path={out}",
+           "--disable-console"]
+    cpu, _ = run_child(cmd, timeout=90)  # it hung here once (no output at all); do not wait long
+    report = json.loads(out.read_text())
+    out.unlink()
     bench = report["benchmarks"][0]
     reqs = bench["requests"]["successful"]
     ttft = [r["time_to_first_token_ms"] / 1e3 for r in reqs if r.get("time_to_first_token_ms") is not None]
     e2e = [r["request_latency"] for r in reqs if r.get("request_latency") is not None]
     rps = bench["metrics"]["requests_per_second"]["successful"]["mean"]
-    shutil.rmtree(out, ignore_errors=True)
     return {"cpu_s": cpu, "ok": len(reqs), "rps": rps, "ttft_s": ttft, "e2e_s": e2e}
 
 
@@ -387,17 +389,37 @@ def pct(values, q):
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
+FAILED: dict[str, str] = {}  # client → why it was dropped (a peer that fails once is not tried again)
+
+
+def attempt(name, url, inputs, c, n, work):
+    if name in FAILED:
+        return None
+    try:
+        return CLIENTS[name](url, inputs, c, n, work)
+    except (RuntimeError, subprocess.TimeoutExpired, OSError, KeyError, ValueError, StopIteration) as exc:
+        FAILED[name] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else ''}"
+        print(f"  {name} failed, dropped: {FAILED[name]}", file=sys.stderr, flush=True)
+        return None
+
+
 def capacity(clients, levels, n, repeats, inputs, work) -> tuple[dict, dict]:
     """{(client, level): [results...]}, {client: start-up CPU s} against the no-delay server."""
     results: dict = {}
     base: dict = {}
     with Server() as server:
         for name in clients:  # start-up cost: the same client sending 5 requests one at a time
-            base[name] = CLIENTS[name](server.url, inputs, 1, 5, work)["cpu_s"]
+            r = attempt(name, server.url, inputs, 1, 5, work)
+            if r is not None:
+                base[name] = r["cpu_s"]
         for rep in range(repeats):
             for level in levels:
                 for name in clients:
-                    r = CLIENTS[name](server.url, inputs, level, n, work)
+                    if name in FAILED:
+                        continue
+                    r = attempt(name, server.url, inputs, level, n, work)
+                    if r is None:
+                        continue
                     r["cpu_per_req_ms"] = (r["cpu_s"] - base[name]) / max(n - 5, 1) * 1e3
                     results.setdefault((name, level), []).append(r)
                     print(f"  rep {rep + 1} c={level:<3} {name:<9} {r['rps']:7.1f} req/s "
@@ -412,8 +434,10 @@ def exactness(clients, levels, n_one, inputs, work, ttft_ms, itl_ms, tokens) -> 
         n = n_one * (1 if level == 1 else 4)
         for name in clients:
             with Server(tokens, ttft_ms, itl_ms) as server:
-                r = CLIENTS[name](server.url, inputs, level, n, work)
+                r = attempt(name, server.url, inputs, level, n, work)
                 truth = [s for s in server.stats() if s[1] and s[2]]
+            if r is None:
+                continue
             ttft_true = [(s[1] - s[0]) / 1e6 for s in truth]
             e2e_true = [(s[2] - s[0]) / 1e6 for s in truth]
             ttft = [v * 1e3 for v in r["ttft_s"]]
@@ -438,6 +462,9 @@ def tables(clients, levels, cap, base, exact, args, inputs) -> list[str]:
              "start-up CPU s |", "|---|---|---|---|"]
     best = 0.0
     for name in clients:
+        if any((name, lv) not in cap for lv in levels):
+            lines.append(f"| {LABELS[name]} | failed: {FAILED.get(name, '?')} | | |")
+            continue
         rps = [med([r["rps"] for r in cap[(name, lv)]]) for lv in levels]
         cpu = [med([r["cpu_per_req_ms"] for r in cap[(name, lv)]]) for lv in levels]
         best = max(best, rps[-1])
