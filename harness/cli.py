@@ -71,7 +71,8 @@ def suites_cmd(names: tuple[str, ...]) -> None:
 @click.option("--dummy-weights", is_flag=True, help="Serve a generated model folder with random weights.")
 @click.option("--suite", default="default", show_default=True, help="Suite name or path.")
 @click.option("--limit", type=int, default=None, help="Only the first N items.")
-@click.option("--concurrency", type=int, default=1, show_default=True, help="Requests in flight.")
+@click.option("--concurrency", default="1", show_default=True,
+              help="Requests in flight; a list (1,4,16,64) runs one level after another (a sweep).")
 @click.option("--warmup", type=int, default=0, show_default=True, help="Warm-up requests, not recorded.")
 @click.option("--samples", type=int, default=1, show_default=True, help="Send every item K times.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Base of the per-request seeds.")
@@ -96,8 +97,9 @@ def suites_cmd(names: tuple[str, ...]) -> None:
 @click.option("--max-retries", type=int, default=2, show_default=True, help="Retries of transient failures.")
 @click.option("--max-failure-share", type=float, default=0.5, show_default=True,
               help="Stop the run when more than this share of requests fail.")
-@click.option("--request-rate", type=float, default=None,
-              help="Open-loop arrivals: mean requests/s (--concurrency stays an upper bound) [default: closed loop].")
+@click.option("--request-rate", default=None,
+              help="Open-loop arrivals: mean requests/s (--concurrency stays an upper bound); a list sweeps "
+              "the rate [default: closed loop].")
 @click.option("--burstiness", type=float, default=1.0, show_default=True,
               help="Gamma shape of the arrival gaps with --request-rate (1: Poisson; <1 burstier).")
 @click.option("--duration", "duration_s", type=float, default=None,
@@ -120,9 +122,14 @@ def run_cmd(variant, base_url, model, api_key_file, model_path, dummy_weights, s
         load_variant,
     )
     from harness.energy.attribute import PhaseWeights
+    from harness.load import parse_levels, sweep_specs
     from harness.progress import for_terminal
     from harness.runner import RunSpec, execute, resume_spec
 
+    levels_c = parse_levels(concurrency, "--concurrency")
+    if any(c != int(c) for c in levels_c):
+        raise ConfigError(f"--concurrency takes whole numbers, not '{concurrency}'")
+    levels_r = parse_levels(request_rate, "--request-rate") if request_rate is not None else ()
     api_key = _api_key(api_key_file)
     if resume_dir is not None:
         spec = resume_spec(resume_dir, base_url=base_url, model=model, api_key=api_key)
@@ -140,11 +147,11 @@ def run_cmd(variant, base_url, model, api_key_file, model_path, dummy_weights, s
         name = v.name if v else "attached"
         settings = RunSettings(
             results_dir=results_dir, run_id=run_id or f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", limit=limit,
-            concurrency=concurrency, warmup=warmup, seed=seed, samples=samples, sampling=sampling,
+            concurrency=int(levels_c[0]), warmup=warmup, seed=seed, samples=samples, sampling=sampling,
             request_timeout_s=timeout_s, max_retries=max_retries, max_failure_share=max_failure_share,
             energy=energy, power_trace=power_trace, idle_s=idle_s, sample_rate_hz=sample_rate,
-            request_rate=request_rate, burstiness=burstiness, duration_s=duration_s, max_requests=max_requests,
-            max_duration_s=max_duration_s,
+            request_rate=levels_r[0] if levels_r else None, burstiness=burstiness, duration_s=duration_s,
+            max_requests=max_requests, max_duration_s=max_duration_s,
         )
         try:
             weights = PhaseWeights(prefill=prefill_weight)
@@ -152,8 +159,41 @@ def run_cmd(variant, base_url, model, api_key_file, model_path, dummy_weights, s
             raise ConfigError(f"--prefill-weight: {exc}") from None
         spec = RunSpec(suite=load_suite_spec(suite), settings=settings, variant=v, base_url=base_url, model=model,
                        api_key=api_key, dummy_weights=dummy_weights, weights=weights)
+    levels = sweep_specs(settings.load(), levels_c, levels_r) if resume_dir is None else [None]
+    if len(levels) > 1:
+        return _sweep(spec, levels, quiet)
     run_dir = execute(spec, for_terminal(quiet))
     _print_summary(run_dir)
+
+
+def _sweep(spec, levels, quiet: bool) -> None:
+    """One run per level, back to back, each in its own folder; then a table of the levels.
+    (Each level starts a launched variant's server anew; attached servers serve every level.)"""
+    from dataclasses import replace
+
+    from harness.load import level_name
+    from harness.progress import for_terminal
+    from harness.runner import execute
+    from harness.store import read_json
+
+    rows = []
+    for load in levels:
+        settings = replace(spec.settings, concurrency=load.concurrency, request_rate=load.request_rate,
+                           run_id=f"{spec.settings.run_id}-{level_name(load)}")
+        run_dir = execute(replace(spec, settings=settings), for_terminal(quiet))
+        _print_summary(run_dir)
+        summary = read_json(run_dir / "summary.json")
+        lat, energy = summary["latency"], summary["energy"]
+        rows.append((level_name(load), lat.get("requests_per_s"), lat["ttft_s"]["p50"], lat["e2e_s"]["p50"],
+                     lat["e2e_s"]["p99"], energy.get("j_per_request_mean") if energy["available"] else None))
+    click.echo("level      req/s   ttft p50   e2e p50   e2e p99   J/request")
+    for name, rps, ttft, e2e, e2e99, jpr in rows:
+        click.echo(f"{name:<8} {_num(rps, 7, 2)} {_num(ttft, 10, 3)} {_num(e2e, 9, 3)} {_num(e2e99, 9, 3)} "
+                   f"{_num(jpr, 11, 2)}")
+
+
+def _num(value, width: int, digits: int) -> str:
+    return f"{'n/a':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
 
 
 def _print_summary(run_dir: Path) -> None:

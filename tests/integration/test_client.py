@@ -9,7 +9,7 @@ import time
 import pandas as pd
 import pytest
 
-from harness.client import ChatClient, RequestBuilder, StreamResult, encode_body, retry_delay_s
+from harness.client import ChatClient, RequestBuilder, StreamResult, encode_body, parse_retry_after, retry_delay_s
 from harness.config import Sampling
 from harness.suite import SuiteItem
 from tests.conftest import bench
@@ -82,6 +82,13 @@ def test_retry_after_is_read_and_the_failure_is_transient(mock_server, status, k
     assert (r.status, r.http_status, r.retry_after_s, r.transient) == (kind, status, 2.0, True)
     assert retry_delay_s(r, attempt=1) == 2.0
     assert send(server.url)[0].status == "ok"  # mode_times=1: the next request is answered
+
+
+def test_retry_after_reads_seconds_and_http_dates():
+    assert parse_retry_after("7") == 7.0 and parse_retry_after(" 0.5 ") == 0.5
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now_s=1445412480.0) == 10.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now_s=1445412500.0) == 0.0  # in the past
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None and parse_retry_after("-3") is None
 
 
 def test_retry_after_is_bounded():
