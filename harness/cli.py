@@ -12,6 +12,7 @@ import click
 
 from harness import __version__
 from harness.errors import ConfigError, HarnessError
+from harness.protocol import Protocol
 
 DEBUG = {"on": False}
 
@@ -85,6 +86,11 @@ def suites_cmd(names: tuple[str, ...]) -> None:
 @click.option("--power-trace", type=click.Path(path_type=Path), default=None,
               help="External power trace (CSV/parquet) for --energy trace.")
 @click.option("--idle-s", type=float, default=10.0, show_default=True, help="Idle power baseline length.")
+@click.option("--idle-after-s", type=float, default=None,
+              help="Idle window after the requests (after a short settle) [default: as --idle-s].")
+@click.option("--protocol", type=click.Choice([p.value for p in Protocol]), default=Protocol.MEASURED.value,
+              show_default=True, help="competition: a fresh server launched as the organisers do, every item "
+              "once, suite energy cold and warm (see README).")
 @click.option("--sample-rate", type=float, default=100.0, show_default=True, help="Power samples per second.")
 @click.option("--prefill-weight", type=float, default=1.0, show_default=True,
               help="Weight of a request in prefill vs decode (1) when splitting power.")
@@ -110,8 +116,8 @@ def suites_cmd(names: tuple[str, ...]) -> None:
               help="Wall-clock limit of the run; past it the run stops as interrupted (resumable).")
 @click.option("--quiet", is_flag=True, help="No progress output; only the final lines.")
 def run_cmd(variant, base_url, model, api_key_file, model_path, dummy_weights, suite, limit, concurrency, warmup,
-            samples, seed, results_dir, run_id, resume_dir, energy, power_trace, idle_s, sample_rate,
-            prefill_weight, temperature, top_p, top_k, max_tokens, ignore_eos, timeout_s, max_retries,
+            samples, seed, results_dir, run_id, resume_dir, energy, power_trace, idle_s, idle_after_s, protocol,
+            sample_rate, prefill_weight, temperature, top_p, top_k, max_tokens, ignore_eos, timeout_s, max_retries,
             max_failure_share, request_rate, burstiness, duration_s, max_requests, max_duration_s, quiet) -> None:
     """Replay a suite against a vLLM server and measure every request."""
     from harness.config import (
@@ -128,7 +134,7 @@ def run_cmd(variant, base_url, model, api_key_file, model_path, dummy_weights, s
 
     levels_c = parse_levels(concurrency, "--concurrency")
     if any(c != int(c) for c in levels_c):
-        raise ConfigError(f"--concurrency takes whole numbers, not '{concurrency}'")
+        raise ConfigError(f"--concurrency must be whole numbers, not '{concurrency}'")
     levels_r = parse_levels(request_rate, "--request-rate") if request_rate is not None else ()
     api_key = _api_key(api_key_file)
     if resume_dir is not None:
@@ -149,7 +155,8 @@ def run_cmd(variant, base_url, model, api_key_file, model_path, dummy_weights, s
             results_dir=results_dir, run_id=run_id or f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", limit=limit,
             concurrency=int(levels_c[0]), warmup=warmup, seed=seed, samples=samples, sampling=sampling,
             request_timeout_s=timeout_s, max_retries=max_retries, max_failure_share=max_failure_share,
-            energy=energy, power_trace=power_trace, idle_s=idle_s, sample_rate_hz=sample_rate,
+            energy=energy, power_trace=power_trace, idle_s=idle_s, idle_after_s=idle_after_s,
+            sample_rate_hz=sample_rate,
             request_rate=levels_r[0] if levels_r else None, burstiness=burstiness, duration_s=duration_s,
             max_requests=max_requests, max_duration_s=max_duration_s,
         )
@@ -157,6 +164,18 @@ def run_cmd(variant, base_url, model, api_key_file, model_path, dummy_weights, s
             weights = PhaseWeights(prefill=prefill_weight)
         except ValueError as exc:
             raise ConfigError(f"--prefill-weight: {exc}") from None
+        if Protocol(protocol) is Protocol.COMPETITION:
+            from harness.competition import CompetitionSpec, competition_lines, run_competition
+
+            if v is None or base_url or samples != 1:
+                raise ConfigError("--protocol competition launches the variant itself and sends every item once: "
+                                  "give --variant, not --base-url or --samples")
+            folder = run_competition(CompetitionSpec(suite=load_suite_spec(suite), settings=settings, variant=v,
+                                                     dummy_weights=dummy_weights), for_terminal())
+            for line in competition_lines(folder):
+                click.echo(line)
+            click.echo(f"results: {folder}")
+            return
         spec = RunSpec(suite=load_suite_spec(suite), settings=settings, variant=v, base_url=base_url, model=model,
                        api_key=api_key, dummy_weights=dummy_weights, weights=weights)
     levels = sweep_specs(settings.load(), levels_c, levels_r) if resume_dir is None else [None]

@@ -77,12 +77,15 @@ class _Keys:
             raise ConfigError(f"{self.where}: unknown key '{sorted(self.data)[0]}'")
 
 
+DUMMY_LAYOUTS = ("bf16", "fp8", "fp8-w8a8")  # benchmarks/models/make_gemma4_dummy.py --layout
+
+
 @dataclass(frozen=True)
 class DummyModel:
     """A generated model folder for vLLM's dummy load format (random weights)."""
 
     preset: str  # "tiny" (CPU engine) or "e4b" (Gemma-4-E4B shapes)
-    layout: str  # "bf16" or "fp8" (compressed-tensors FP8 text decoder, model card layout)
+    layout: str  # "bf16", "fp8" (compressed-tensors FP8 text decoder, model card layout) or "fp8-w8a8"
 
     def folder_name(self) -> str:
         return f"gemma4-{self.preset}-{self.layout}"
@@ -169,8 +172,8 @@ def load_variant(name_or_path: str) -> Variant:
         d = _Keys(dummy, f"{path}: dummy_model")
         dummy_model = DummyModel(d.take("preset", str, required=True), d.take("layout", str, default="bf16"))
         d.finish()
-        if dummy_model.preset not in ("tiny", "e4b") or dummy_model.layout not in ("bf16", "fp8"):
-            raise ConfigError(f"{path}: dummy_model: preset must be tiny|e4b and layout bf16|fp8")
+        if dummy_model.preset not in ("tiny", "e4b") or dummy_model.layout not in DUMMY_LAYOUTS:
+            raise ConfigError(f"{path}: dummy_model: preset must be tiny|e4b and layout {'|'.join(DUMMY_LAYOUTS)}")
     if dummy_only and dummy_model is None:
         raise ConfigError(f"{path}: dummy_only needs a dummy_model")
     tp = vllm.get("tensor_parallel_size", 1)
@@ -298,6 +301,7 @@ class RunSettings:
     energy: str = "auto"  # auto | nvml | power-only | none | trace
     power_trace: Path | None = None
     idle_s: float = 10.0
+    idle_after_s: float | None = None  # idle window after the requests; None: as long as idle_s
     sample_rate_hz: float = 100.0
     # Load shape (harness/load.py): open-loop arrivals, a fixed request count, time limits.
     request_rate: float | None = None  # mean requests/s (None: the next request as soon as a slot is free)
@@ -322,6 +326,7 @@ class RunSettings:
             (self.samples >= 1, "--samples must be ≥ 1"),
             (self.limit is None or self.limit >= 1, "--limit must be ≥ 1"),
             (self.idle_s >= 0, "--idle-s must be ≥ 0"),
+            (self.idle_after_s is None or self.idle_after_s >= 0, "--idle-after-s must be ≥ 0"),
             (0 < self.sample_rate_hz <= 1000, "--sample-rate must be in (0, 1000] Hz"),
             (0 <= self.max_failure_share <= 1, "--max-failure-share must be in [0, 1]"),
             (self.energy in ("auto", "nvml", "power-only", "none", "trace"), f"unknown --energy '{self.energy}'"),

@@ -77,12 +77,13 @@ def cycled(n_items: int, max_requests: int | None, samples: int = 1) -> list[tup
 
 def parse_levels(text: str, name: str = "--concurrency") -> tuple[float, ...]:
     """'1,4,16,64' → (1, 4, 16, 64); one value is a plain run, several a sweep (one run per level)."""
+    message = f"{name} must be a positive number or a comma-separated list of them, not '{text}'"
     try:
         levels = tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise ConfigError(f"{name} takes a number or a comma-separated list, not '{text}'") from None
+        raise ConfigError(message) from None
     if not levels or any(not math.isfinite(v) or v <= 0 for v in levels):
-        raise ConfigError(f"{name} takes positive numbers, not '{text}'")
+        raise ConfigError(message)
     return levels
 
 

@@ -27,10 +27,13 @@ from harness.energy.attribute import PhaseWeights
 from harness.energy.meters import PowerMeter, open_meter
 from harness.errors import ConfigError, HarnessError, RunAborted, ServerError
 from harness.load import LagMonitor, Pacer, cycled
+from harness.protocol import WarmupReport, warm_up, warmup_items
 from harness.records import RequestRecord, RunClock
 from harness.server import LaunchedServer, ServerHandle, attach, log_tail
 from harness.store import RunStore, read_json, read_requests
 from harness.suite import Suite, SuiteItem, load_suite
+
+IDLE_AFTER_SETTLE_S = 3.0  # after the last request, before the idle-after window opens
 
 
 class Progress(Protocol):
@@ -237,10 +240,19 @@ class _Loop:
             self.abort_reason = (f"{self.failed} of {self.finished} requests failed, more than the allowed "
                                  f"{s.max_failure_share:.0%} (--max-failure-share)")
 
-    async def warmup(self, units: list[WorkUnit], n: int) -> None:
-        for unit in (units * (n // max(len(units), 1) + 1))[:n]:
-            await self.client.stream(self.bodies.body(unit.item, None), self.timeout_s)
-        await self.client.close()
+    async def warmup(self, items: list[SuiteItem]) -> WarmupReport:
+        """Noise twins of suite items, at the run's concurrency, until latency settles (harness.protocol).
+        The client pools connections per event loop: the warm-up's asyncio.run has its own."""
+        builder = RequestBuilder(self.server.model, self.spec.settings.sampling, self.max_tokens)
+
+        async def send(item: SuiteItem) -> tuple[bool, float]:
+            result = await self.client.stream(builder.body(item, None), self.timeout_s)
+            return result.status == "ok", (result.end_ns - result.start_ns) / 1e9
+
+        try:
+            return await warm_up(send, items, self.spec.settings.concurrency)
+        finally:
+            await self.client.close()
 
     async def run(self, units: list[WorkUnit]) -> None:
         s = self.spec.settings
@@ -365,8 +377,12 @@ def execute(spec: RunSpec, progress: Progress) -> Path:
             segment["idle_window_ns"] = [idle_start, time.monotonic_ns()]
         store.append_power(meter.drain())
         if s.warmup:
-            progress.message(f"{s.warmup} warm-up request(s), not recorded")
-            asyncio.run(loop.warmup(units or work_units(suite, 1, set()), s.warmup))
+            progress.message(f"warm-up: up to {s.warmup} noise-twin request(s) at concurrency {s.concurrency}, "
+                             f"until latency settles; not recorded")
+            report = asyncio.run(loop.warmup(warmup_items(suite.items, s.warmup, seed=s.seed)))
+            segment["warmup"] = report.to_dict()
+            progress.message(f"warm-up: {report.requests} request(s) in {report.rounds} round(s), "
+                             f"{'settled' if report.settled else 'NOT settled'}")
         store.append_power(meter.drain())
         progress.begin(len(units), f"{run_id}")
         segment["requests_started_ns"] = time.monotonic_ns()
@@ -374,6 +390,16 @@ def execute(spec: RunSpec, progress: Progress) -> Path:
         segment["requests_ended_ns"] = time.monotonic_ns()
         segment["client_load"] = loop.lag.result().to_dict()
         progress.end()
+        idle_after_s = s.idle_s if s.idle_after_s is None else s.idle_after_s
+        if idle_after_s > 0 and meter.info.kind != "none" and not loop.abort_reason:
+            # A GPU may idle higher after work than before it: measure idle again once it has settled.
+            progress.message(f"measuring idle power after the run for {idle_after_s:.0f} s "
+                             f"(after {IDLE_AFTER_SETTLE_S:.0f} s to settle)")
+            time.sleep(IDLE_AFTER_SETTLE_S)
+            idle_start = time.monotonic_ns()
+            time.sleep(idle_after_s)
+            segment["idle_after_window_ns"] = [idle_start, time.monotonic_ns()]
+            store.append_power(meter.drain())
         if loop.abort_reason:
             raise RunAborted(loop.abort_reason)
         manifest["status"] = "complete"

