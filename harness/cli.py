@@ -243,6 +243,20 @@ def _fmt(value, unit: str) -> str:
     return "n/a" if value is None else f"{value:.3f} {unit}"
 
 
+@main.command("synthetic-suite")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--images", default="100x512x512:png", show_default=True,
+              help="COUNT[xWIDTHxHEIGHT][:png|jpeg|webp]; every image's pixels differ (no cache hits).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-tokens", type=int, default=32, show_default=True)
+def synthetic_suite_cmd(folder: Path, images: str, seed: int, max_tokens: int) -> None:
+    """Write a load-test suite of synthetic images (then: bench run --suite FOLDER)."""
+    from harness.load import SyntheticImages, write_synthetic_suite
+
+    n = write_synthetic_suite(folder, SyntheticImages.parse(images, seed=seed), max_tokens)
+    click.echo(f"{n} synthetic item(s) in {folder}")
+
+
 @main.command("score")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 def score_cmd(run_dir: Path) -> None:

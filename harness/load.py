@@ -257,3 +257,24 @@ def synthetic_suite_items(spec: SyntheticImages, prompt: str = "Describe this im
         items.append(SuiteItem(id=f"synthetic-{i:05d}-{hashlib.sha256(data).hexdigest()[:8]}", task="synthetic",
                                metric="contains", prompt=prompt, references=("",), image_bytes=data, image_mime=mime))
     return tuple(items)
+
+
+def write_synthetic_suite(folder, spec: SyntheticImages, max_tokens: int = 32) -> int:
+    """A suite folder (suite.yaml + data.parquet) of synthetic images for load tests, loaded like any
+    other suite (`bench run --suite FOLDER`, and `--resume` finds it again). Returns the item count."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    items = synthetic_suite_items(spec)
+    pd.DataFrame([{"id": i.id, "task": i.task, "metric": i.metric, "question": i.prompt, "answers": list(i.references),
+                   "image": {"bytes": i.image_bytes, "path": None}} for i in items]).to_parquet(folder / "data.parquet")
+    (folder / "suite.yaml").write_text(
+        f"name: synthetic-{spec.count}x{spec.width}x{spec.height}-{spec.fmt}\n"
+        f"description: synthetic load-test images (seed {spec.seed}), distinct pixels per image\n"
+        "data: {format: parquet, path: data.parquet}\n"
+        "columns: {id: id, image: image, prompt: question, references: answers, task: task, metric: metric}\n"
+        f"max_tokens: {max_tokens}\n")
+    return len(items)

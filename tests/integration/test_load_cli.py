@@ -16,12 +16,15 @@ def run(server, tmp_path, run_id, *extra):
 
 def test_max_requests_cycles_the_suite_at_a_rate_quietly(mock_server, tmp_path):
     server = mock_server("--ttft-ms", "1", "--itl-ms", "0", "--tokens", "3")
-    result = run(server, tmp_path, "rate", "--limit", "3", "--max-requests", "7", "--request-rate", "40",
-                 "--concurrency", "2", "--quiet")
+    made = bench("synthetic-suite", tmp_path / "synth", "--images", "3x40x30:png")
+    assert made.returncode == 0, made.stderr
+    result = run(server, tmp_path, "rate", "--suite", tmp_path / "synth", "--max-requests", "7", "--request-rate",
+                 "40", "--concurrency", "2", "--quiet")
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "" and "throughput:" in result.stdout and "req/s" in result.stdout
     requests = pd.read_parquet(tmp_path / "rate" / "requests.parquet")
     assert len(requests) == 7 and sorted(requests["sample_index"].tolist()) == [0, 0, 0, 1, 1, 1, 2]
+    assert requests["item_id"].str.startswith("synthetic-").all() and requests["item_id"].nunique() == 3
     starts = sorted(requests["start_ns"])
     assert (starts[-1] - starts[0]) / 1e9 > 0.05  # paced (7 arrivals at 40/s span ~0.15 s), not all at once
     manifest = json.loads((tmp_path / "rate" / "manifest.json").read_text())
