@@ -11,6 +11,7 @@ import pandas as pd
 
 from harness.energy.analysis import ENERGY_COLUMNS, EnergySummary, EnergyWindow, analyse, unavailable
 from harness.energy.attribute import PhaseWeights
+from harness.energy.protocol_checks import steady_state_flags
 from harness.scoring.quality import item_table, quality_summary, score_requests
 from harness.store import (
     RunData,
@@ -88,14 +89,17 @@ def energy_for(manifest: dict, requests: pd.DataFrame, power: pd.DataFrame) -> t
         for col in ENERGY_COLUMNS:
             out[col] = np.nan
         return out, unavailable(reason)
-    idle = None
+    idle = idle_after = None
     segments = manifest.get("segments", [])
     if segments and segments[0].get("idle_window_ns"):
         idle = EnergyWindow(*segments[0]["idle_window_ns"])
+    if segments and segments[-1].get("idle_after_window_ns"):
+        idle_after = EnergyWindow(*segments[-1]["idle_after_window_ns"])
     limits = [g.get("power_limit_w") for g in meter.get("gpus", []) if g.get("power_limit_w")]
     weights = PhaseWeights(**manifest.get("phase_weights", {}))
     out, summary = analyse(power, requests, idle=idle, weights=weights,
-                           power_limit_w=sum(limits) if limits else None, gaps=resume_gaps(manifest, requests))
+                           power_limit_w=sum(limits) if limits else None, gaps=resume_gaps(manifest, requests),
+                           idle_after=idle_after)
     for col in ENERGY_COLUMNS:
         if col not in out:
             out[col] = np.nan
@@ -112,8 +116,9 @@ def build_summary(manifest: dict, requests: pd.DataFrame, energy: EnergySummary)
         "run_id": manifest.get("run_id"), "status": manifest.get("status"),
         "variant": (manifest.get("variant") or {}).get("name"), "suite": manifest.get("suite", {}).get("name"),
         "latency": latency_summary(requests), "energy": energy_block, "quality": quality,
-        "flags": list(energy.flags) + ([f"incomplete: {manifest.get('incomplete_cause')}"]
-                                       if manifest.get("status") == "incomplete" else []) + client_flags(manifest),
+        "flags": list(energy.flags) + steady_state_flags(_final_ok(requests), _concurrency(manifest))
+        + ([f"incomplete: {manifest.get('incomplete_cause')}"] if manifest.get("status") == "incomplete" else [])
+        + client_flags(manifest),
     }
 
 
@@ -126,6 +131,15 @@ def client_flags(manifest: dict) -> list[str]:
             flags.append(f"client saturated: event-loop lag p99 {load['lag_p99_ms']:.1f} ms, CPU "
                          f"{load['cpu_share']:.0%} of a core; latencies include the client's own delay")
     return flags
+
+
+def _final_ok(requests: pd.DataFrame) -> pd.DataFrame:
+    final = requests[~requests["retried"].astype(bool)]
+    return final[final["status"] == "ok"]
+
+
+def _concurrency(manifest: dict) -> int:
+    return int((manifest.get("settings") or {}).get("concurrency") or 1)
 
 
 def finalize_run(run_dir: Path, power_trace: pd.DataFrame | None = None) -> dict:

@@ -17,16 +17,6 @@ from harness.protocol import Protocol
 DEBUG = {"on": False}
 
 
-def _api_key(api_key_file: Path | None) -> str | None:
-    """Keys come from the environment or a file, never from the command line (shell history)."""
-    if api_key_file is not None:
-        try:
-            return api_key_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"--api-key-file {api_key_file}: {exc.strerror}") from None
-    return os.environ.get("BENCH_API_KEY") or os.environ.get("OPENAI_API_KEY")
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="bench")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
@@ -51,14 +41,21 @@ def variants_cmd() -> None:
 @main.command("suites")
 @click.option("--suite", "names", multiple=True, help="Only these suites (name or path).")
 def suites_cmd(names: tuple[str, ...]) -> None:
-    """List suites with item counts per task."""
+    """List suites: metric, max_tokens and data source (Hub suites are not downloaded); local
+    suites also with item counts per task."""
     from harness.config import list_suites, load_suite_spec
-    from harness.suite import load_suite
+    from harness.suite import describe, load_suite, open_table
 
     for source in names or [str(p) for p in list_suites()]:
-        suite = load_suite(load_suite_spec(source))
-        tasks = ", ".join(f"{task} {n}" for task, n in suite.task_counts().items())
-        click.echo(f"{suite.spec.name:<10} {len(suite.items):>5} items  ({tasks})  sha256 {suite.content_hash[:12]}")
+        spec = load_suite_spec(source)
+        line = f"{spec.name:<16} {spec.default_metric:<17} max_tokens {spec.max_tokens:<4} {describe(spec)}"
+        if spec.data_format == "hub" and spec.local_copy:  # counting rows decodes no image
+            line += f"  {open_table(spec).num_rows} rows"
+        elif spec.data_format != "hub":
+            suite = load_suite(spec)
+            tasks = ", ".join(f"{task} {n}" for task, n in suite.task_counts().items())
+            line += f"  {len(suite.items)} items ({tasks}) sha256 {suite.content_hash[:12]}"
+        click.echo(line + (f"  [{spec.origin}]" if spec.origin else ""))
 
 
 @main.command("run")
@@ -71,7 +68,7 @@ def suites_cmd(names: tuple[str, ...]) -> None:
 @click.option("--model-path", default=None, help="Model weights folder or hub id, overriding the variant.")
 @click.option("--dummy-weights", is_flag=True, help="Serve a generated model folder with random weights.")
 @click.option("--suite", default="default", show_default=True, help="Suite name or path.")
-@click.option("--limit", type=int, default=None, help="Only the first N items.")
+@click.option("--limit", type=int, default=None, help="N items drawn seeded, keeping each task's share.")
 @click.option("--concurrency", default="1", show_default=True,
               help="Requests in flight; a list (1,4,16,64) runs one level after another (a sweep).")
 @click.option("--warmup", type=int, default=0, show_default=True, help="Warm-up requests, not recorded.")
@@ -127,6 +124,7 @@ def run_cmd(variant, base_url, model, api_key_file, model_path, dummy_weights, s
         load_suite_spec,
         load_variant,
     )
+    from harness.credentials import check_base_url, read_api_key
     from harness.energy.attribute import PhaseWeights
     from harness.load import parse_levels, sweep_specs
     from harness.progress import for_terminal
@@ -136,7 +134,8 @@ def run_cmd(variant, base_url, model, api_key_file, model_path, dummy_weights, s
     if any(c != int(c) for c in levels_c):
         raise ConfigError(f"--concurrency must be whole numbers, not '{concurrency}'")
     levels_r = parse_levels(request_rate, "--request-rate") if request_rate is not None else ()
-    api_key = _api_key(api_key_file)
+    api_key = read_api_key(api_key_file, os.environ)  # never from the command line (shell history)
+    base_url = check_base_url(base_url) if base_url else None
     if resume_dir is not None:
         spec = resume_spec(resume_dir, base_url=base_url, model=model, api_key=api_key)
     else:

@@ -17,7 +17,13 @@ Payload options (also via /_control): `odd` = surrogate | non_string | bad_usage
 answer the way a broken server might; `reasoning_tokens` N streams the first N words as reasoning deltas
 (field `reasoning_field`, default `reasoning_content`) and reports them in usage; `cached_tokens` N reports
 N prompt tokens from the prefix cache; `--keep-alive` answers with chunked transfer encoding on a
-persistent connection (as vLLM/uvicorn do) instead of closing it."""
+persistent connection (as vLLM/uvicorn do) instead of closing it.
+
+Gemma-like answers (mode `gemma`): `POST /_control {"mode": "gemma", "script": [{"match": "text in
+the prompt", "content": "...", "reasoning": "...", "finish": "stop"|"length"}]}` answers each request
+with the first entry whose `match` occurs in its text: reasoning streamed as `reasoning` deltas
+(vLLM ≥ 0.10; `"field": "reasoning_content"` for older servers) then `content` word by word as is
+(thought blocks, markdown and sentences included), usage with reasoning_tokens."""
 
 from __future__ import annotations
 
@@ -33,11 +39,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MODES = ("normal", "error_500", "crash", "hang", "reset", "garbage", "wrong_model", "slow", "unavailable",
-         "keepalive_only", "endless")
+         "keepalive_only", "endless", "gemma")
 ODD_PAYLOADS = (None, "surrogate", "non_string", "bad_usage", "no_usage", "mixed")  # mixed: each in turn
 # Settable with POST /_control besides `mode` (payload and timing options; see the module docstring).
 OPTIONS = ("fault_rate", "tokens", "crash_after", "mode_times", "unavailable_status", "retry_after", "odd",
-           "reasoning_tokens", "reasoning_field", "cached_tokens", "itl_ms")
+           "reasoning_tokens", "reasoning_field", "cached_tokens", "itl_ms", "script")
 
 
 class State:
@@ -55,6 +61,7 @@ class State:
         self.unavailable_status, self.retry_after = 429, "1"
         self.odd: str | None = None
         self.reasoning_tokens, self.reasoning_field, self.cached_tokens = 0, "reasoning_content", None
+        self.script: list[dict] = []  # gemma mode: scripted answers
 
     def record(self, body: dict) -> None:
         shown = json.loads(json.dumps(body))
@@ -245,6 +252,10 @@ def answer_events(state: State, body: dict, mode: str):
 
     yield state.ttft_s * (20 if mode == "slow" else 1)
     yield chunk({"role": "assistant", "content": ""})
+    if mode == "gemma":
+        yield from gemma_events(state, body, chunk, event)
+        yield b"data: [DONE]\n\n"
+        return
     if mode == "endless":
         while True:
             yield chunk({"content": " token"})
@@ -290,6 +301,30 @@ def odd_delta(odd: str, text: str, i: int) -> bytes:
     if odd == "non_string" and i == 0:
         return b'data: {"model": "mock", "choices": [{"index": 0, "delta": {"content": 42}}]}\n\n'
     return f"data: {json.dumps({'model': 'mock', 'choices': [{'index': 0, 'delta': {'content': text}}]})}\n\n".encode()
+
+
+# --- gemma-like answers (mode "gemma"): scripted like Gemma 4 answers through vLLM ----------------------
+def gemma_events(state: State, body: dict, chunk, event):
+    """The scripted entry whose `match` occurs in the request's text: reasoning deltas, then the
+    content word by word as written (thought blocks, markdown, sentences), the finish reason, and
+    usage with reasoning_tokens. Yields what `chunk`/`event` make of each payload, and float pauses."""
+    text = "\n".join(m["content"] if isinstance(m.get("content"), str) else
+                     "\n".join(part.get("text", "") for part in m.get("content") or [] if isinstance(part, dict))
+                     for m in body.get("messages", []) if isinstance(m, dict))
+    entry = next((e for e in state.script if e.get("match", "") in text), {"content": state.answer or ""})
+    reasoning = entry["reasoning"].split(" ") if entry.get("reasoning") else []
+    content = entry["content"].split(" ") if entry.get("content") else []
+    for i, word in enumerate(reasoning):
+        yield chunk({entry.get("field", "reasoning"): ("" if i == 0 else " ") + word})
+    for i, word in enumerate(content):
+        yield state.itl_s
+        yield chunk({"content": ("" if i == 0 else " ") + word})
+    yield chunk({}, entry.get("finish", "stop"))
+    tokens = len(reasoning) + len(content)
+    yield event({"id": "chatcmpl-gemma", "object": "chat.completion.chunk", "created": int(time.time()),
+                 "model": state.model, "choices": [],
+                 "usage": {"prompt_tokens": 100, "completion_tokens": tokens, "total_tokens": 100 + tokens,
+                           "completion_tokens_details": {"reasoning_tokens": len(reasoning)}}})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,7 +7,6 @@ nothing already measured; the run is then marked incomplete and can be resumed."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import platform
 import signal
@@ -29,10 +28,11 @@ from harness.errors import ConfigError, HarnessError, RunAborted, ServerError
 from harness.load import LagMonitor, Pacer, cycled
 from harness.protocol import WarmupReport, warm_up, warmup_items
 from harness.records import RequestRecord, RunClock
-from harness.server import LaunchedServer, ServerHandle, attach, log_tail
+from harness.server import LaunchedServer, ServerHandle, attach, log_tail, stop_leftover
 from harness.store import RunStore, read_json, read_requests
 from harness.suite import Suite, SuiteItem, load_suite
 
+POWER_DRAIN_PERIOD_S = 1.0  # power samples go to their journal this often while requests run
 IDLE_AFTER_SETTLE_S = 3.0  # after the last request, before the idle-after window opens
 
 
@@ -281,8 +281,9 @@ class _Loop:
 
         for t in tasks:
             t.add_done_callback(finished)
-        ticker = asyncio.get_running_loop().create_task(_tick(wake, 1.0))
-        left = len(tasks)
+        loop = asyncio.get_running_loop()
+        ticker = loop.create_task(_tick(wake, POWER_DRAIN_PERIOD_S))
+        left, last_drain_s = len(tasks), time.monotonic()
         try:
             while left:
                 await wake.wait()
@@ -292,7 +293,12 @@ class _Loop:
                 if deadline is not None and time.monotonic() >= deadline and self.abort_reason is None:
                     self.abort_reason = (f"the run reached its wall-clock limit (--max-duration-s "
                                          f"{self.spec.settings.max_duration_s:g})")
-                self.store.append_power(self.meter.drain())
+                now = time.monotonic()
+                if now - last_drain_s >= POWER_DRAIN_PERIOD_S:  # power journal (fsynced) on the writer thread
+                    last_drain_s = now
+                    samples = self.meter.drain()
+                    if samples:
+                        await loop.run_in_executor(self.journal.executor, self.store.append_power, samples)
                 if self.launched is not None and self.abort_reason is None:
                     self.check_server()
                 if self.abort_reason:
@@ -371,6 +377,8 @@ def execute(spec: RunSpec, progress: Progress) -> Path:
     suite = load_suite(spec.suite, s.limit)
     max_tokens = s.sampling.max_tokens or spec.suite.max_tokens
     store, manifest, done = _open_run(spec, suite, max_tokens)
+    if spec.resume_dir is not None and (note := _stop_leftover(manifest, store)):
+        progress.message(note)  # under the run's lock: no live bench of this run owns that server
     run_id = manifest["run_id"]
     units = work_units(suite, s.samples, done, s.max_requests)
     clock = RunClock.now()
@@ -383,11 +391,10 @@ def execute(spec: RunSpec, progress: Progress) -> Path:
     previous_handlers = {}
     try:
         previous_handlers[signal.SIGTERM] = signal.signal(signal.SIGTERM, _raise_interrupt)
+        previous_handlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, _raise_interrupt)  # a closed terminal
         server, launched, variant_block = _connect(spec, store, progress)
         manifest.setdefault("variant", variant_block)
-        manifest["server"] = {"base_url": server.base_url, "model": server.model, "launched": server.launched,
-                              "command": server.command, "env_overrides": server.env_overrides,
-                              "vllm_version": server.vllm_version, "pid": server.pid}
+        manifest["server"] = server.manifest_block()
         meter = open_meter(s.energy, tensor_parallel_size=(spec.variant.tensor_parallel_size if spec.variant else 1),
                            rate_hz=s.sample_rate_hz, clock=clock, trace=s.power_trace,
                            environ={**os.environ, **(spec.variant.env if spec.variant else {})})
@@ -462,15 +469,24 @@ def execute(spec: RunSpec, progress: Progress) -> Path:
     return store.dir
 
 
+def _stop_leftover(manifest: dict, store: RunStore) -> str | None:
+    try:
+        return stop_leftover(manifest.get("server"))
+    except ServerError:
+        store.close()
+        raise
+
+
 def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
+    # As a Ctrl-C: inside asyncio.run that cancels the request loop cleanly (a KeyboardInterrupt
+    # raised here would land inside a task and be logged with a traceback); elsewhere it raises.
+    signal.raise_signal(signal.SIGINT)
 
 
 def _exit_now(launched: LaunchedServer | None):
     def handler(signum, frame):
-        if launched is not None and launched.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(launched.proc.pid, signal.SIGKILL)
+        if launched is not None:
+            launched.kill_now()
         os._exit(130)
     return handler
 

@@ -93,8 +93,8 @@ from harness.runner import resolve_model_path; print(resolve_model_path(load_var
 launch() {
   local i=0 left=$((${DEADLINE:-1500} - ($(date +%s) - T0)))
   for v in "$@"; do
-    CUDA_VISIBLE_DEVICES=$i setsid nohup python3 benchmarks/gpu/measure.py "$v" --out "$RESULTS" --tag "-gpu$i" \
-      --deadline-s "$left" > "$RESULTS/log-$v-gpu$i.txt" 2>&1 < /dev/null &
+    CUDA_VISIBLE_DEVICES=$i setsid nohup python3 benchmarks/gpu/measure.py "$v" --out "$RESULTS" --tag="-gpu$i" \
+      --deadline-s "$left" ${LEVELS:+--levels $LEVELS} > "$RESULTS/log-$v-gpu$i.txt" 2>&1 < /dev/null &
     log "launched $v on GPU $i"
     i=$((i + 1))
   done

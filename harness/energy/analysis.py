@@ -17,6 +17,7 @@ from harness.energy.integrate import (
     energy_between,
     mean_sample_rate_hz,
 )
+from harness.energy.protocol_checks import cache_hit_mask, cache_split, idle_drift_flags, stall_flags
 
 # NVML clock-event ("throttle") reasons that mean the GPU was held back by power or heat.
 # Idle, application clocks, sync boost and display clock are benign and ignored.
@@ -65,6 +66,11 @@ class EnergySummary:
     j_per_request_p90: float | None = None
     j_per_output_token: float | None = None
     above_idle_j_per_request_mean: float | None = None
+    # Which requests the j_per_request_* figures cover: "first-seen" when the server reported cached prompt
+    # tokens (cache hits are reported apart in `cache`), else "all" (harness.energy.protocol_checks).
+    headline_requests: str = "all"
+    cache: dict = field(default_factory=dict)
+    idle_after_power_w: float | None = None  # idle measured again after the run (after a settle)
     prefill_share: float | None = None
     sensor_period_s: float | None = None
     sample_rate_hz: float | None = None
@@ -91,7 +97,8 @@ def unavailable(reason: str) -> EnergySummary:
 
 def analyse(samples: pd.DataFrame, requests: pd.DataFrame, *, idle: EnergyWindow | None,
             weights: PhaseWeights = PhaseWeights(), power_limit_w: float | None = None,
-            gaps: list[EnergyWindow] = ()) -> tuple[pd.DataFrame, EnergySummary]:
+            gaps: list[EnergyWindow] = (), idle_after: EnergyWindow | None = None) -> tuple[pd.DataFrame,
+                                                                                              EnergySummary]:
     """Energy columns for every request row and the run's energy summary.
 
     `gaps` are stretches to leave out (a server restart during a resumed run): their energy is
@@ -116,9 +123,7 @@ def analyse(samples: pd.DataFrame, requests: pd.DataFrame, *, idle: EnergyWindow
     integral_j = raw.window_j - gap_j
     counter_j = _counter_j(samples, window, gaps)
 
-    idle_power_w = None
-    if idle is not None and idle.duration_s > 0 and curve.covers(idle.start_ns, idle.end_ns):
-        idle_power_w = energy_between(curve, idle.start_ns, idle.end_ns) / idle.duration_s
+    idle_power_w, idle_after_power_w = (_mean_power_w(curve, w) for w in (idle, idle_after))
     above = attribute(curve.shifted(idle_power_w), schedule, (window.start_ns, window.end_ns), weights) \
         if idle_power_w is not None else None
 
@@ -139,7 +144,12 @@ def analyse(samples: pd.DataFrame, requests: pd.DataFrame, *, idle: EnergyWindow
     window_s = window.duration_s - sum(g.duration_s for g in gaps)
     total_j = counter_j if counter_j is not None else integral_j
     ok = out[out["status"] == "ok"]
-    per_request = ok["energy_j"] if len(ok) else out["energy_j"]
+    if "retried" in ok:
+        ok = ok[~ok["retried"].astype(bool)]
+    # The headline covers first-seen prompts: cache hits cost less than anything the competition charges.
+    hits = cache_hit_mask(ok)
+    headline = ok[~hits] if hits is not None and (~hits).any() else ok
+    per_request = headline["energy_j"] if len(headline) else out["energy_j"]
     total_tokens = float(ok["completion_tokens"].fillna(0).sum())
     in_window = samples[(samples["t_ns"] >= window.start_ns) & (samples["t_ns"] <= window.end_ns)]
     sensor_period = _sensor_period(samples)
@@ -155,18 +165,28 @@ def analyse(samples: pd.DataFrame, requests: pd.DataFrame, *, idle: EnergyWindow
         j_per_request_mean=float(per_request.mean()), j_per_request_median=float(per_request.median()),
         j_per_request_p90=float(per_request.quantile(0.9)),
         j_per_output_token=float(ok["energy_j"].sum()) / total_tokens if total_tokens else None,
-        above_idle_j_per_request_mean=(float(ok["energy_above_idle_j"].mean())
-                                       if above is not None and len(ok) else None),
+        above_idle_j_per_request_mean=(float(headline["energy_above_idle_j"].mean())
+                                       if above is not None and len(headline) else None),
+        headline_requests="first-seen" if hits is not None else "all", cache=cache_split(ok).to_dict(),
+        idle_after_power_w=idle_after_power_w,
         prefill_share=float(att.prefill_j.sum() / att.request_j.sum()) if att.request_j.sum() > 0 else None,
         sensor_period_s=sensor_period, sample_rate_hz=mean_sample_rate_hz(samples["t_ns"].to_numpy()),
         gap_excluded_s=sum(g.duration_s for g in gaps),
         phase_weights={"prefill": weights.prefill, "decode": weights.decode},
     )
-    summary.flags = validity_flags(summary, in_window, power_limit_w)
+    summary.flags = (validity_flags(summary, in_window, power_limit_w)
+                     + stall_flags(ok, curve, idle_power_w, (window.start_ns, window.end_ns))
+                     + idle_drift_flags(idle_power_w, idle_after_power_w))
     if gaps:
         summary.flags.append(f"resumed: {len(gaps)} gap(s) between run segments ({summary.gap_excluded_s:.1f} s) "
                               f"left out of the energy")
     return out, summary
+
+
+def _mean_power_w(curve: PowerCurve, window: EnergyWindow | None) -> float | None:
+    if window is None or window.duration_s <= 0 or not curve.covers(window.start_ns, window.end_ns):
+        return None
+    return energy_between(curve, window.start_ns, window.end_ns) / window.duration_s
 
 
 def _counter_j(samples: pd.DataFrame, window: EnergyWindow, gaps: list[EnergyWindow]) -> float | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from harness.scoring.answers import truncated_share_by_task
 from harness.scoring.metrics import score_answers
 
 
@@ -59,5 +60,8 @@ def quality_summary(requests: pd.DataFrame) -> dict:
         "by_task": {t: float(g["mean"].mean()) for t, g in items.groupby("task")},
         "metric_by_task": {t: str(g["metric"].iloc[0]) for t, g in scored.groupby("task")},
         "per_item_std_mean": float(items["std"].mean()) if items["samples"].max() > 1 else None,
+        # answers cut by max_tokens (finish_reason "length"), per task: a loss caused by a setting
+        "truncated_share_by_task": truncated_share_by_task(list(scored["task"]), list(scored["finish_reason"]))
+        if "finish_reason" in scored else {},
         "score_sum": float(scored["score"].sum()),
     }
