@@ -53,6 +53,11 @@ def read_json(path: Path) -> dict:
         raise ResultsError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
 
 
+def journal_line(record: RequestRecord) -> str:
+    """One journal line (JSON, ASCII-escaped) of a request record."""
+    return json.dumps(record.to_dict()) + "\n"
+
+
 class RunStore:
     """Writer for one run folder. `open_new` refuses an existing run; `open_resume` reopens one."""
 
@@ -104,9 +109,13 @@ class RunStore:
         self.append_requests([record])
 
     def append_requests(self, records: list[RequestRecord]) -> None:
-        """Append records in order with one fsync (the run loop's group commit)."""
+        self.append_request_lines([journal_line(r) for r in records])
+
+    def append_request_lines(self, lines: list[str]) -> None:
+        """Append journal lines (from `journal_line`) in order with one fsync: the run loop's group
+        commit, on a writer thread that then holds the GIL only for the write itself."""
         with open(self.dir / "requests.jsonl", "a") as f:
-            f.write("".join(json.dumps(r.to_dict()) + "\n" for r in records))
+            f.write("".join(lines))
             f.flush()
             os.fsync(f.fileno())
 
