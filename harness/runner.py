@@ -1,8 +1,9 @@
 """One run end to end: suite → server → meter → requests → journals → analysis.
 
-The loop writes each request to the journal the moment it finishes (with the power samples
-taken so far), so whatever stops the run -- a dead server, a signal, too many failures -- loses
-nothing already measured; the run is then marked incomplete and can be resumed."""
+The loop writes each request to the journal within 10 ms of its end (group commit on a writer
+thread; power samples once a second), so whatever stops the run -- a dead server, a signal, too
+many failures -- loses nothing already measured but that last instant; the run is then marked
+incomplete and can be resumed."""
 
 from __future__ import annotations
 
