@@ -168,6 +168,14 @@ class JournalWriter:
             self.flushing = asyncio.get_running_loop().create_task(self._flush())
         await done
 
+    def close(self) -> None:
+        """Write what is still waiting for its commit (a run stopped by a signal cancels the flush),
+        after the batch already on the writer thread, in order."""
+        self.executor.shutdown(wait=True)
+        lines, self.pending = [line for line, _ in self.pending], []
+        if lines:
+            self.store.append_request_lines(lines)
+
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
         try:
@@ -277,7 +285,7 @@ class _Loop:
                 await self._wait(tasks, deadline)
         finally:
             await self.client.close()
-            self.journal.executor.shutdown(wait=True)
+            self.journal.close()
 
     async def _wait(self, tasks: list[asyncio.Task], deadline: float | None) -> None:
         """Supervise the run: after each finished request and at least once a second, drain the meter,
