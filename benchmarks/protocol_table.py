@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.analysis import build_summary, energy_for
-from harness.scoring.quality import score_requests
+from harness.finalize import compute
 from harness.store import load_run, read_requests
 
 
@@ -28,22 +27,22 @@ def runs(root: Path):
 def facts(sitting: str, run) -> dict:
     """One run's figures, analysed afresh by today's code (the stored summary may predate a check)."""
     m = run.manifest
-    requests, energy = energy_for(m, read_requests(run.dir), run.power)
-    summary = build_summary(m, score_requests(requests), energy)
-    e = summary["energy"]
+    requests, _, summary = compute(m, read_requests(run.dir), run.power)
+    e = summary.energy
     final = requests[~requests["retried"].astype(bool)]
     ok = final[final["status"] == "ok"]
     name = run.dir.name
     kind = f"competition-{name}" if run.dir.parent.name == "competition" else name
-    return {"sitting": sitting, "variant": m["variant"]["name"], "card": m["meter"]["gpus"][0]["uuid"][-8:],
-            "kind": kind, "concurrency": m["settings"]["concurrency"], "requests": len(ok),
-            "total_j": e["total_j"], "j_first_seen": e["cache"]["first_seen_j_per_request_mean"],
-            "above_first_seen": e["cache"]["first_seen_above_idle_j_per_request_mean"],
-            "cache_hits": e["cache"]["cache_hit_requests"], "cached_share": e["cache"]["cached_prompt_token_share"],
-            "e2e_p50": summary["latency"]["e2e_s"]["p50"], "ttft_max": float(ok["ttft_s"].max()),
-            "idle_w": e["idle_power_w"], "idle_after_w": e["idle_after_power_w"],
-            "warmup": (m["segments"][0].get("warmup") or {}).get("requests", 0),
-            "flags": [f.split(":")[0] for f in summary["flags"]]}
+    warmup = m.segments[0].warmup if m.segments else None
+    return {"sitting": sitting, "variant": m.variant.name, "card": m.meter.gpus[0].uuid[-8:],
+            "kind": kind, "concurrency": m.settings.get("concurrency"), "requests": len(ok),
+            "total_j": e.total_j, "j_first_seen": e.cache["first_seen_j_per_request_mean"],
+            "above_first_seen": e.cache["first_seen_above_idle_j_per_request_mean"],
+            "cache_hits": e.cache["cache_hit_requests"], "cached_share": e.cache["cached_prompt_token_share"],
+            "e2e_p50": summary.latency.e2e_s.p50, "ttft_max": float(ok["ttft_s"].max()),
+            "idle_w": e.idle_power_w, "idle_after_w": e.idle_after_power_w,
+            "warmup": warmup.requests if warmup else 0,
+            "flags": [f.split(":")[0] for f in summary.all_flags]}
 
 
 def sweep_table(rows: list[dict]) -> list[str]:

@@ -11,8 +11,10 @@ from pathlib import Path
 import click
 
 from harness import __version__
+from harness.comparison import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_THRESHOLD
 from harness.errors import ConfigError, HarnessError
 from harness.protocol import Protocol
+from harness.records import EnergyMode
 
 DEBUG = {"on": False}
 
@@ -58,6 +60,11 @@ def suites_cmd(names: tuple[str, ...]) -> None:
         click.echo(line + (f"  [{spec.origin}]" if spec.origin else ""))
 
 
+# Options `--resume` takes again (the server may have moved); every other option of a resumed run
+# is fixed by its manifest, so passing one is refused rather than silently ignored.
+RESUME_OPTIONS = {"resume_dir", "base_url", "model", "api_key_file", "quiet"}
+
+
 @main.command("run")
 @click.option("--variant", default=None, help="Variant name under benchmarks/variants/ or a YAML path "
               "[default: cpu-tiny when no --base-url].")
@@ -71,18 +78,19 @@ def suites_cmd(names: tuple[str, ...]) -> None:
 @click.option("--limit", type=int, default=None, help="N items drawn seeded, keeping each task's share.")
 @click.option("--concurrency", default="1", show_default=True,
               help="Requests in flight; a list (1,4,16,64) runs one level after another (a sweep).")
-@click.option("--warmup", type=int, default=0, show_default=True, help="Warm-up requests, not recorded.")
-@click.option("--samples", type=int, default=1, show_default=True, help="Send every item K times.")
+@click.option("--warmup", type=int, default=0, show_default=True,
+              help="Warm-up requests (sent at --concurrency, not recorded).")
+@click.option("--samples", type=int, default=1, show_default=True, help="Send every item K times (pass by pass).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Base of the per-request seeds.")
 @click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
 @click.option("--run-id", default=None, help="Folder name of this run [default: VARIANT-YYYYmmdd-HHMMSS].")
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path), default=None,
               help="Finish an interrupted run (its folder).")
-@click.option("--energy", type=click.Choice(["auto", "nvml", "power-only", "none", "trace"]), default="auto",
+@click.option("--energy", type=click.Choice([m.value for m in EnergyMode]), default=EnergyMode.AUTO.value,
               show_default=True, help="Power source: NVML when present (auto), or a trace file.")
 @click.option("--power-trace", type=click.Path(path_type=Path), default=None,
               help="External power trace (CSV/parquet) for --energy trace.")
-@click.option("--idle-s", type=float, default=10.0, show_default=True, help="Idle power baseline length.")
+@click.option("--idle-s", type=float, default=10.0, show_default=True, help="Idle power before the requests.")
 @click.option("--idle-after-s", type=float, default=None,
               help="Idle window after the requests (after a short settle) [default: as --idle-s].")
 @click.option("--protocol", type=click.Choice([p.value for p in Protocol]), default=Protocol.MEASURED.value,
@@ -112,8 +120,9 @@ def suites_cmd(names: tuple[str, ...]) -> None:
 @click.option("--max-duration-s", type=float, default=None,
               help="Wall-clock limit of the run; past it the run stops as interrupted (resumable).")
 @click.option("--quiet", is_flag=True, help="No progress output; only the final lines.")
-def run_cmd(variant, base_url, model, api_key_file, model_path, dummy_weights, suite, limit, concurrency, warmup,
-            samples, seed, results_dir, run_id, resume_dir, energy, power_trace, idle_s, idle_after_s, protocol,
+@click.pass_context
+def run_cmd(ctx, variant, base_url, model, api_key_file, model_path, dummy_weights, suite, limit, concurrency,
+            warmup, samples, seed, results_dir, run_id, resume_dir, energy, power_trace, idle_s, idle_after_s, protocol,
             sample_rate, prefill_weight, temperature, top_p, top_k, max_tokens, ignore_eos, timeout_s, max_retries,
             max_failure_share, request_rate, burstiness, duration_s, max_requests, max_duration_s, quiet) -> None:
     """Replay a suite against a vLLM server and measure every request."""
@@ -137,6 +146,11 @@ def run_cmd(variant, base_url, model, api_key_file, model_path, dummy_weights, s
     api_key = read_api_key(api_key_file, os.environ)  # never from the command line (shell history)
     base_url = check_base_url(base_url) if base_url else None
     if resume_dir is not None:
+        fixed = [f"--{name.replace('_', '-')}" for name in ctx.params if name not in RESUME_OPTIONS
+                 and ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT]
+        if fixed:
+            raise ConfigError(f"{', '.join(fixed)} cannot change on --resume: a resumed run keeps the options it "
+                              f"started with (see its manifest.json); start a new run to change them")
         spec = resume_spec(resume_dir, base_url=base_url, model=model, api_key=api_key)
     else:
         # --base-url attaches; with --variant too, the run records that variant's declared setup.
@@ -189,10 +203,10 @@ def _sweep(spec, levels, quiet: bool) -> None:
     (Each level starts a launched variant's server anew; attached servers serve every level.)"""
     from dataclasses import replace
 
+    from harness.finalize import open_run
     from harness.load import level_name
     from harness.progress import for_terminal
     from harness.runner import execute
-    from harness.store import read_json
 
     rows = []
     for load in levels:
@@ -200,10 +214,10 @@ def _sweep(spec, levels, quiet: bool) -> None:
                            run_id=f"{spec.settings.run_id}-{level_name(load)}")
         run_dir = execute(replace(spec, settings=settings), for_terminal(quiet))
         _print_summary(run_dir)
-        summary = read_json(run_dir / "summary.json")
-        lat, energy = summary["latency"], summary["energy"]
-        rows.append((level_name(load), lat.get("requests_per_s"), lat["ttft_s"]["p50"], lat["e2e_s"]["p50"],
-                     lat["e2e_s"]["p99"], energy.get("j_per_request_mean") if energy["available"] else None))
+        summary = open_run(run_dir).summary
+        lat, energy = summary.latency, summary.energy
+        rows.append((level_name(load), lat.requests_per_s, lat.ttft_s.p50, lat.e2e_s.p50, lat.e2e_s.p99,
+                     energy.j_per_request_mean if energy.available else None))
     click.echo("level      req/s   ttft p50   e2e p50   e2e p99   J/request")
     for name, rps, ttft, e2e, e2e99, jpr in rows:
         click.echo(f"{name:<8} {_num(rps, 7, 2)} {_num(ttft, 10, 3)} {_num(e2e, 9, 3)} {_num(e2e99, 9, 3)} "
@@ -215,25 +229,23 @@ def _num(value, width: int, digits: int) -> str:
 
 
 def _print_summary(run_dir: Path) -> None:
-    from harness.store import read_json
+    from harness.finalize import open_run
 
-    summary = read_json(run_dir / "summary.json")
-    lat, energy, quality = summary["latency"], summary["energy"], summary["quality"]
-    click.echo(f"run {summary['run_id']}: {lat['ok']}/{lat['requests']} ok, "
-               f"e2e p50 {_fmt(lat['e2e_s']['p50'], 's')}, ttft p50 {_fmt(lat['ttft_s']['p50'], 's')}")
-    if lat.get("requests_per_s") is not None:
-        click.echo(f"throughput: {lat['requests_per_s']:.2f} req/s, "
-                   f"{lat['output_tokens_per_s'] or 0:.1f} output tokens/s")
-    if energy["available"]:
-        click.echo(f"energy: {energy['total_j']:.1f} J total ({energy['source']}), "
-                   f"{energy['j_per_request_mean']:.2f} J/request, idle {_fmt(energy['idle_power_w'], 'W')}")
+    run = open_run(run_dir)
+    summary = run.summary
+    lat, energy, quality = summary.latency, summary.energy, summary.quality
+    click.echo(f"run {summary.run_id}: {lat.ok}/{lat.requests} ok, "
+               f"e2e p50 {_fmt(lat.e2e_s.p50, 's')}, ttft p50 {_fmt(lat.ttft_s.p50, 's')}")
+    if lat.requests_per_s is not None:
+        click.echo(f"throughput: {lat.requests_per_s:.2f} req/s, {lat.output_tokens_per_s or 0:.1f} output tokens/s")
+    if energy.available:
+        click.echo(f"energy: {energy.total_j:.1f} J total ({energy.source}), "
+                   f"{_fmt(energy.j_per_request_mean, 'J/request')}, idle {_fmt(energy.idle_power_w, 'W')}")
     else:
-        click.echo(f"energy: unavailable ({energy['unavailable_reason']})")
-    if quality.get("overall") is not None:
-        spread = quality.get("per_item_std_mean")
-        click.echo(f"quality: {quality['overall']:.3f} overall over {quality.get('items')} items"
-                   + (f", per-item std {spread:.3f} over samples" if spread is not None else ""))
-    for flag in summary.get("flags", []):
+        click.echo(f"energy: unavailable ({energy.unavailable_reason})")
+    if quality.overall is not None:
+        click.echo(f"quality: {quality.overall:.3f} overall over {quality.items} items")
+    for flag in summary.all_flags:
         click.echo(f"flag: {flag}")
     click.echo(f"results: {run_dir}")
 
@@ -260,14 +272,14 @@ def synthetic_suite_cmd(folder: Path, images: str, seed: int, max_tokens: int) -
 @click.argument("run_dir", type=click.Path(path_type=Path))
 def score_cmd(run_dir: Path) -> None:
     """Recompute the scores of a stored run."""
-    from harness.analysis import rescore
+    from harness.finalize import rescore
 
     summary = rescore(run_dir)
-    quality = summary["quality"]
-    if not quality.get("scored"):
+    quality = summary.quality
+    if not quality.scored:
         raise HarnessError(f"{run_dir}: no request could be scored")
-    click.echo(f"{summary['run_id']}: quality {quality['overall']:.3f} over {quality['items']} items")
-    for task, value in quality["by_task"].items():
+    click.echo(f"{summary.run_id}: quality {quality.overall:.3f} over {quality.items} items")
+    for task, value in quality.by_task.items():
         click.echo(f"  {task:<12} {value:.3f}")
 
 
@@ -277,17 +289,9 @@ def score_cmd(run_dir: Path) -> None:
               help="Use this external trace (CSV/parquet) instead of the run's own.")
 def reanalyze_cmd(run_dir: Path, power_trace: Path | None) -> None:
     """Recompute every energy column of a stored run, without the server."""
-    from harness.analysis import finalize_run
-    from harness.energy.meters import read_trace_file
-    from harness.records import RunClock
-    from harness.store import load_run
+    from harness.finalize import reanalyze
 
-    run = load_run(run_dir)
-    trace = None
-    if power_trace is not None:
-        offset = run.manifest["segments"][0]["clock_wall_minus_mono_ns"]
-        trace = read_trace_file(power_trace, RunClock(offset))
-    finalize_run(run_dir, power_trace=trace)
+    reanalyze(run_dir, power_trace)
     _print_summary(run_dir)
 
 
@@ -295,24 +299,22 @@ def reanalyze_cmd(run_dir: Path, power_trace: Path | None) -> None:
 @click.option("--baseline", "baseline_dir", type=click.Path(path_type=Path), required=True, help="bf16 run folder.")
 @click.option("--candidate", "candidate_dir", type=click.Path(path_type=Path), required=True,
               help="Candidate run folder.")
-@click.option("--threshold", type=float, default=0.8, show_default=True, help="Quality ratio to reach.")
-@click.option("--confidence", type=float, default=0.95, show_default=True, help="Confidence of the interval.")
-@click.option("--resamples", type=int, default=10_000, show_default=True, help="Bootstrap resamples.")
+@click.option("--threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True, help="Quality ratio to reach.")
+@click.option("--confidence", type=float, default=DEFAULT_CONFIDENCE, show_default=True,
+              help="Confidence of the interval.")
+@click.option("--resamples", type=int, default=DEFAULT_RESAMPLES, show_default=True, help="Bootstrap resamples.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@click.option("--force", is_flag=True, help="Gate incomplete runs or runs with different --samples anyway.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def gate_cmd(baseline_dir, candidate_dir, threshold, confidence, resamples, seed, as_json) -> None:
+def gate_cmd(baseline_dir, candidate_dir, threshold, confidence, resamples, seed, force, as_json) -> None:
     """Quality gate: candidate ≥ threshold × baseline? Exit 0 PASS, 1 FAIL, 3 INCONCLUSIVE."""
-    import json
-
-    from harness.comparison import load_comparable, run_gate
+    from harness.comparison import EXIT_CODES, gate_json, gate_paths
     from harness.report.text import gate_lines
-    from harness.scoring.gate import EXIT_CODES
 
-    (baseline, candidate), _ = load_comparable([baseline_dir, candidate_dir])
-    result = run_gate(baseline, candidate, threshold=threshold, confidence=confidence, resamples=resamples,
-                      seed=seed)
+    result, baseline, candidate = gate_paths(baseline_dir, candidate_dir, force=force, threshold=threshold,
+                                             confidence=confidence, resamples=resamples, seed=seed)
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        click.echo(gate_json(result))
     else:
         for line in gate_lines(result, baseline.run_id, candidate.run_id):
             click.echo(line)
@@ -324,32 +326,25 @@ def gate_cmd(baseline_dir, candidate_dir, threshold, confidence, resamples, seed
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder [default: the run folder].")
 def report_cmd(run_dir: Path, out: Path | None) -> None:
     """Write report.md, report.html and plots of a stored run."""
+    from harness.finalize import open_run
     from harness.report.render import run_report
-    from harness.store import load_run
 
-    md, page = run_report(load_run(run_dir), out)
+    md, page = run_report(open_run(run_dir), out)
     click.echo(f"wrote {md} and {page}")
 
 
 @main.command("compare")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), default=Path("results/compare"), show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Folder [default: compare-RUN1-vs-RUN2… beside the first run].")
 @click.option("--force", is_flag=True, help="Compare runs over different suites or sampling (the report says so).")
-@click.option("--threshold", type=float, default=0.8, show_default=True)
-@click.option("--confidence", type=float, default=0.95, show_default=True)
+@click.option("--threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True)
+@click.option("--confidence", type=float, default=DEFAULT_CONFIDENCE, show_default=True)
 def compare_cmd(run_dirs, out, force, threshold, confidence) -> None:
     """Compare runs side by side against the first (the baseline), with the quality gate."""
-    from harness.comparison import load_comparable, run_gate
-    from harness.report.render import compare_report
+    from harness.comparison import compare
 
-    if len(run_dirs) < 2:
-        raise ConfigError("compare needs at least two run folders")
-    runs, problems = load_comparable(list(run_dirs), force=force)
-    gates = {}
-    for run in runs[1:]:
-        if "score" in run.requests and run.requests["score"].notna().any():
-            gates[run.run_id] = run_gate(runs[0], run, threshold=threshold, confidence=confidence)
-    md, page = compare_report(runs, gates, problems, out)
+    md, page, gates = compare(list(run_dirs), out, force=force, threshold=threshold, confidence=confidence)
     for run_id, g in gates.items():
         click.echo(f"{run_id}: gate {g.verdict}")
     click.echo(f"wrote {md} and {page}")
@@ -361,11 +356,10 @@ def compare_cmd(run_dirs, out, force, threshold, confidence) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder [default: the run folder].")
 @click.option("--check", "check_file", type=click.Path(path_type=Path), default=None,
               help="Validate a submission file instead; exit 1 if a reviewer would reject it.")
-def submit_cmd(run_dir, baseline_dir, out, check_file) -> None:
+@click.option("--accept-flag", "accept_flags", multiple=True, metavar="CODE=REASON",
+              help="Submit despite a protocol flag (stall, not_steady, idle_drift), saying why; recorded.")
+def submit_cmd(run_dir, baseline_dir, out, check_file, accept_flags) -> None:
     """Write the submission energy report (JSON + one page), or --check one."""
-    import json
-
-    from harness.comparison import load_comparable, run_gate
     from harness.report import submission
 
     if check_file is not None:
@@ -376,15 +370,23 @@ def submit_cmd(run_dir, baseline_dir, out, check_file) -> None:
         sys.exit(1 if findings else 0)
     if run_dir is None or baseline_dir is None:
         raise ConfigError("submit needs RUN_DIR and --baseline RUN_DIR (or --check FILE)")
-    (baseline, run), _ = load_comparable([baseline_dir, run_dir])
-    doc = submission.build(run, baseline, run_gate(baseline, run, threshold=0.8, confidence=0.95))
-    target = out or run.dir
-    target.mkdir(parents=True, exist_ok=True)
-    (target / "submission.json").write_text(json.dumps(doc, indent=2) + "\n")
-    md, page = submission.render(doc, target)
+    doc, path, md, page = submission.write_submission(run_dir, baseline_dir, out, _accepted_flags(accept_flags))
     for finding in doc["findings"]:
         click.echo(f"finding: {finding}")
-    click.echo(f"wrote {target / 'submission.json'}, {md} and {page}")
+    click.echo(f"wrote {path}, {md} and {page}")
+
+
+def _accepted_flags(values: tuple[str, ...]) -> dict[str, str]:
+    from harness.energy.protocol_checks import PROTOCOL_FLAGS
+
+    accepted = {}
+    for value in values:
+        code, _, reason = value.partition("=")
+        if code.strip() not in PROTOCOL_FLAGS or not reason.strip():
+            raise ConfigError(f"--accept-flag takes CODE=REASON with CODE one of {', '.join(PROTOCOL_FLAGS)} and a "
+                              f"reason, not {value!r}")
+        accepted[code.strip()] = reason.strip()
+    return accepted
 
 
 def run() -> None:

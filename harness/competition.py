@@ -19,7 +19,7 @@ from harness.errors import ConfigError, ServerError
 from harness.protocol import Protocol, reset_caches
 from harness.runner import Progress, RunSpec, execute, resolve_model_path
 from harness.server import LaunchedServer, ServerHandle
-from harness.store import read_json, write_json
+from harness.store import read_summary, write_json
 
 J_PER_WH = 3600.0
 DEFAULT_WARMUP_REQUESTS = 64  # an upper bound: the warm-up stops once latency has settled
@@ -65,14 +65,14 @@ def competition_passes(spec: CompetitionSpec, server: ServerHandle, folder: Path
 
 
 def _totals(run_dir: Path) -> dict:
-    summary = read_json(run_dir / "summary.json")
-    energy, latency = summary["energy"], summary["latency"]
-    total = energy.get("total_j")
-    return {"run": run_dir.name, "requests": latency["requests"], "ok": latency["ok"],
-            "duration_s": latency["duration_s"], "total_j": total,
+    summary = read_summary(run_dir)
+    energy, latency = summary.energy, summary.latency
+    total = energy.total_j
+    return {"run": run_dir.name, "requests": latency.requests, "ok": latency.ok,
+            "duration_s": latency.duration_s, "total_j": total,
             "total_wh": total / J_PER_WH if total is not None else None,
-            "above_idle_j": energy.get("above_idle_j"), "j_per_request_mean": energy.get("j_per_request_mean"),
-            "unavailable_reason": energy.get("unavailable_reason"), "flags": summary.get("flags", [])}
+            "above_idle_j": energy.above_idle_j, "j_per_request_mean": energy.j_per_request_mean,
+            "unavailable_reason": energy.unavailable_reason, "flags": summary.all_flags}
 
 
 def run_competition(spec: CompetitionSpec, progress: Progress) -> Path:

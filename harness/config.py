@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from harness.errors import ConfigError
+from harness.records import EnergyMode
 
 PROJECT_ROOT = Path(os.environ.get("BENCH_HOME", Path(__file__).resolve().parent.parent))
 VARIANTS_DIR = PROJECT_ROOT / "benchmarks" / "variants"
@@ -472,7 +473,7 @@ class RunSettings:
     request_timeout_s: float | None = None  # None: derived from max_tokens
     max_retries: int = 2
     max_failure_share: float = 0.5
-    energy: str = "auto"  # auto | nvml | power-only | none | trace
+    energy: str = "auto"  # an EnergyMode value
     power_trace: Path | None = None
     idle_s: float = 10.0
     idle_after_s: float | None = None  # idle window after the requests; None: as long as idle_s
@@ -508,7 +509,7 @@ class RunSettings:
              f"--max-retries must be an integer ≥ 0, not {self.max_retries!r}"),
             (0 < self.sample_rate_hz <= 1000, "--sample-rate must be in (0, 1000] Hz"),
             (0 <= self.max_failure_share <= 1, "--max-failure-share must be in [0, 1]"),
-            (self.energy in ("auto", "nvml", "power-only", "none", "trace"), f"unknown --energy '{self.energy}'"),
+            (self.energy in {m.value for m in EnergyMode}, f"unknown --energy '{self.energy}'"),
             (self.energy != "trace" or self.power_trace is not None, "--energy trace needs --power-trace FILE"),
             (re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,127}", self.run_id) is not None,
              f"--run-id '{self.run_id}' may hold only letters, digits, '.', '_' and '-'"),

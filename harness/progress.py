@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Protocol
 
 from harness.records import RequestRecord
+
+
+class Progress(Protocol):
+    """Observer of a run's progress (rich bar on a terminal, plain lines otherwise)."""
+
+    def begin(self, total: int, description: str) -> None: ...
+    def advance(self, record: RequestRecord) -> None: ...
+    def message(self, text: str) -> None: ...
+    def end(self) -> None: ...
 
 
 class PlainProgress:
     """Off a terminal (logs, CI): one line every `every_s` seconds, not one per request."""
 
-    def __init__(self, stream=sys.stderr, every_s: float = 5.0):
-        self.stream, self.total, self.done, self.failed, self.every_s = stream, 0, 0, 0, every_s
+    def __init__(self, stream=None, every_s: float = 5.0):
+        self.stream, self.total, self.done, self.failed, self.every_s = stream or sys.stderr, 0, 0, 0, every_s
         self.started = self.last = 0.0
 
     def begin(self, total: int, description: str) -> None:
@@ -79,7 +89,7 @@ class RichProgress:
         self.bar.stop()
 
 
-def for_terminal(quiet: bool = False):
+def for_terminal(quiet: bool = False) -> Progress:
     if quiet:
         return QuietProgress()
     return RichProgress() if sys.stderr.isatty() else PlainProgress()

@@ -18,6 +18,20 @@ import pandas as pd
 
 from harness.energy.integrate import PowerCurve, energy_between
 
+# The flags of this module: a run carrying one did not measure what the competition charges, so
+# `bench submit` refuses it unless each is accepted with a reason.
+PROTOCOL_FLAGS = ("stall", "not_steady", "idle_drift")
+
+
+def flag_code(flag: str) -> str:
+    """A validity flag is "code: plain words"."""
+    return flag.split(":", 1)[0].strip()
+
+
+def protocol_flags(flags) -> list[str]:
+    return [f for f in flags if flag_code(f) in PROTOCOL_FLAGS]
+
+
 # A request is a cache hit when at least this share of its prompt tokens came from the prefix cache.
 # First-seen prompts share only the chat template's opening: on vLLM 0.23 (H200, block size 16) every
 # first-seen request of the default suite hit 16-32 of its ~355 prompt tokens; a repeat hits nearly all.
