@@ -18,7 +18,17 @@ import yaml
 from harness.errors import ConfigError
 from harness.records import EnergyMode
 
-PROJECT_ROOT = Path(os.environ.get("BENCH_HOME", Path(__file__).resolve().parent.parent))
+
+def _project_root() -> Path:
+    """Where `benchmarks/` (variants, suites, the dummy-model generator) is found: $BENCH_HOME, else
+    the source checkout this module runs from, else the current directory (an installed wheel)."""
+    if os.environ.get("BENCH_HOME"):
+        return Path(os.environ["BENCH_HOME"])
+    checkout = Path(__file__).resolve().parent.parent
+    return checkout if (checkout / "benchmarks").is_dir() else Path.cwd()
+
+
+PROJECT_ROOT = _project_root()
 VARIANTS_DIR = PROJECT_ROOT / "benchmarks" / "variants"
 SUITES_DIR = PROJECT_ROOT / "benchmarks" / "suites"
 DEFAULT_SUITE = "default"

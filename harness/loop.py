@@ -21,7 +21,6 @@ from harness.client import TRANSIENT_STATUSES, ChatClient, RequestBuilder, Strea
 from harness.config import RunSettings, SuiteSpec, Variant
 from harness.energy.attribute import PhaseWeights
 from harness.energy.meters import PowerMeter
-from harness.errors import ConfigError
 from harness.load import LagMonitor, Pacer, cycled
 from harness.progress import Progress
 from harness.protocol import warm_up
@@ -53,21 +52,6 @@ class RunSpec:
     between_passes: Callable[[int], dict | None] | None = None
 
 
-def check_settings(settings: RunSettings) -> None:
-    """Values that would otherwise be replaced by a default or give an empty run, refused."""
-    checks = [
-        (settings.max_retries >= 0, f"--max-retries must be ≥ 0, got {settings.max_retries}"),
-        (settings.request_timeout_s is None or settings.request_timeout_s > 0,
-         f"--timeout must be > 0 seconds, got {settings.request_timeout_s}"),
-        (settings.sampling.max_tokens is None or settings.sampling.max_tokens >= 1,
-         f"--max-tokens must be ≥ 1, got {settings.sampling.max_tokens}"),
-        (getattr(settings, "idle_after_s", None) is None or settings.idle_after_s >= 0, "--idle-after-s must be ≥ 0"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
-
-
 def max_tokens_for(spec: RunSpec) -> int:
     sent = spec.settings.sampling.max_tokens
     return spec.suite.max_tokens if sent is None else sent
@@ -88,8 +72,7 @@ def warmup_plan(spec: RunSpec, suite: Suite) -> tuple[list[SuiteItem], str]:
 
 
 def idle_after_s(settings: RunSettings) -> float:
-    value = getattr(settings, "idle_after_s", None)
-    return settings.idle_s if value is None else value
+    return settings.idle_s if settings.idle_after_s is None else settings.idle_after_s
 
 
 @dataclass(frozen=True)
@@ -136,6 +119,7 @@ def to_record(run_id: str, unit: WorkUnit, attempt: int, seed: int, result: Stre
         status=result.status,
         http_status=result.http_status, error=result.error, image_converted_from=unit.item.converted_from,
         cached_tokens=result.cached_tokens,
+        # The client may not report these yet (older StreamResult): absent means not reported.
         reasoning_text=getattr(result, "reasoning_text", "") or "",
         reasoning_tokens=getattr(result, "reasoning_tokens", None), anomaly=getattr(result, "anomaly", None),
         segment=segment,

@@ -29,7 +29,6 @@ from harness.finalize import finalize_run
 from harness.loop import (
     RunSpec,
     WorkLoop,
-    check_settings,
     finished_keys,
     max_tokens_for,
     warmup_plan,
@@ -246,8 +245,7 @@ def _outcome(exc: BaseException, journal_exists: bool) -> tuple[RunStatus, str]:
 def execute(spec: RunSpec, progress: Progress) -> Path:
     """Run (or resume) a benchmark; returns the run folder. Raises RunAborted when it stops early
     (the run can then be resumed), or the original error for bad input and internal faults."""
-    s = spec.settings
-    check_settings(s)
+    s = spec.settings  # validated where it was made (RunSettings)
     suite = load_suite(spec.suite, s.limit)
     store, manifest, done = _open_folder(spec, suite)
     clock = RunClock.now()
@@ -296,7 +294,12 @@ def _finish(journal: _ManifestJournal, index: int, status: RunStatus, cause: str
                     status = RunStatus.INCOMPLETE
                     cause = ("no space left on device" if is_disk_full(exc)
                              else f"finalisation failed: {type(exc).__name__}: {exc}")
-                error = error or exc
+                if error is None:  # measured in full, not analysed: say how to finish, keep the cause
+                    error = exc if is_disk_full(exc) else ResultsError(
+                        f"run {journal.manifest.run_id}: every request was measured, but the tables could not be "
+                        f"built ({type(exc).__name__}: {exc}); the journals are intact: bench reanalyze "
+                        f"{journal.store.dir}")
+                    error.__cause__ = exc
         journal.update(status=status, incomplete_cause=cause)
     except OSError as exc:  # the manifest itself could not be written (a full disk)
         if error is None:

@@ -17,7 +17,7 @@ import pytest
 
 from harness import store
 from harness.config import RunSettings, load_suite_spec
-from harness.errors import RunAborted
+from harness.errors import ResultsError, RunAborted
 from harness.loop import RunSpec
 from harness.progress import PlainProgress
 from harness.runner import execute, resume_spec
@@ -159,8 +159,9 @@ def test_complete_is_written_only_after_the_tables_and_summary(mock_server, tmp_
         raise ValueError("analysis bug")
 
     monkeypatch.setattr(harness.runner, "finalize_run", broken)
-    with pytest.raises(ValueError, match="analysis bug"):
+    with pytest.raises(ResultsError, match="bench reanalyze") as info:
         execute(spec_for(server, tmp_path), quiet())
+    assert isinstance(info.value.__cause__, ValueError)  # --debug shows the original
     m = read_manifest(tmp_path / "r")
     assert m.status.value == "incomplete" and "finalisation failed: ValueError: analysis bug" in m.incomplete_cause
     monkeypatch.undo()
