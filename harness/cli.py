@@ -62,7 +62,7 @@ def suites_cmd(names: tuple[str, ...]) -> None:
 
 # Options `--resume` takes again (the server may have moved); every other option of a resumed run
 # is fixed by its manifest, so passing one is refused rather than silently ignored.
-RESUME_OPTIONS = {"resume_dir", "base_url", "model", "api_key_file"}
+RESUME_OPTIONS = {"resume_dir", "base_url", "model", "api_key_file", "quiet"}
 
 
 @main.command("run")
@@ -76,7 +76,8 @@ RESUME_OPTIONS = {"resume_dir", "base_url", "model", "api_key_file"}
 @click.option("--dummy-weights", is_flag=True, help="Serve a generated model folder with random weights.")
 @click.option("--suite", default="default", show_default=True, help="Suite name or path.")
 @click.option("--limit", type=int, default=None, help="N items drawn seeded, keeping each task's share.")
-@click.option("--concurrency", type=int, default=1, show_default=True, help="Requests in flight.")
+@click.option("--concurrency", default="1", show_default=True,
+              help="Requests in flight; a list (1,4,16,64) runs one level after another (a sweep).")
 @click.option("--warmup", type=int, default=0, show_default=True,
               help="Warm-up requests (sent at --concurrency, not recorded).")
 @click.option("--samples", type=int, default=1, show_default=True, help="Send every item K times (pass by pass).")
@@ -107,11 +108,23 @@ RESUME_OPTIONS = {"resume_dir", "base_url", "model", "api_key_file"}
 @click.option("--max-retries", type=int, default=2, show_default=True, help="Retries of transient failures.")
 @click.option("--max-failure-share", type=float, default=0.5, show_default=True,
               help="Stop the run when more than this share of requests fail.")
+@click.option("--request-rate", default=None,
+              help="Open-loop arrivals: mean requests/s (--concurrency stays an upper bound); a list sweeps "
+              "the rate [default: closed loop].")
+@click.option("--burstiness", type=float, default=1.0, show_default=True,
+              help="Gamma shape of the arrival gaps with --request-rate (1: Poisson; <1 burstier).")
+@click.option("--duration", "duration_s", type=float, default=None,
+              help="Send no new request after this many seconds (the run is complete then).")
+@click.option("--max-requests", type=int, default=None,
+              help="Send exactly N requests, cycling through the suite (independent of --samples).")
+@click.option("--max-duration-s", type=float, default=None,
+              help="Wall-clock limit of the run; past it the run stops as interrupted (resumable).")
+@click.option("--quiet", is_flag=True, help="No progress output; only the final lines.")
 @click.pass_context
 def run_cmd(ctx, variant, base_url, model, api_key_file, model_path, dummy_weights, suite, limit, concurrency,
             warmup, samples, seed, results_dir, run_id, resume_dir, energy, power_trace, idle_s, idle_after_s, protocol,
             sample_rate, prefill_weight, temperature, top_p, top_k, max_tokens, ignore_eos, timeout_s, max_retries,
-            max_failure_share) -> None:
+            max_failure_share, request_rate, burstiness, duration_s, max_requests, max_duration_s, quiet) -> None:
     """Replay a suite against a vLLM server and measure every request."""
     from harness.config import (
         DEFAULT_VARIANT,
@@ -122,9 +135,14 @@ def run_cmd(ctx, variant, base_url, model, api_key_file, model_path, dummy_weigh
     )
     from harness.credentials import check_base_url, read_api_key
     from harness.energy.attribute import PhaseWeights
+    from harness.load import parse_levels, sweep_specs
     from harness.progress import for_terminal
     from harness.runner import RunSpec, execute, resume_spec
 
+    levels_c = parse_levels(concurrency, "--concurrency")
+    if any(c != int(c) for c in levels_c):
+        raise ConfigError(f"--concurrency must be whole numbers, not '{concurrency}'")
+    levels_r = parse_levels(request_rate, "--request-rate") if request_rate is not None else ()
     api_key = read_api_key(api_key_file, os.environ)  # never from the command line (shell history)
     base_url = check_base_url(base_url) if base_url else None
     if resume_dir is not None:
@@ -148,10 +166,12 @@ def run_cmd(ctx, variant, base_url, model, api_key_file, model_path, dummy_weigh
         name = v.name if v else "attached"
         settings = RunSettings(
             results_dir=results_dir, run_id=run_id or f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", limit=limit,
-            concurrency=concurrency, warmup=warmup, seed=seed, samples=samples, sampling=sampling,
+            concurrency=int(levels_c[0]), warmup=warmup, seed=seed, samples=samples, sampling=sampling,
             request_timeout_s=timeout_s, max_retries=max_retries, max_failure_share=max_failure_share,
             energy=energy, power_trace=power_trace, idle_s=idle_s, idle_after_s=idle_after_s,
             sample_rate_hz=sample_rate,
+            request_rate=levels_r[0] if levels_r else None, burstiness=burstiness, duration_s=duration_s,
+            max_requests=max_requests, max_duration_s=max_duration_s,
         )
         try:
             weights = PhaseWeights(prefill=prefill_weight)
@@ -171,8 +191,41 @@ def run_cmd(ctx, variant, base_url, model, api_key_file, model_path, dummy_weigh
             return
         spec = RunSpec(suite=load_suite_spec(suite), settings=settings, variant=v, base_url=base_url, model=model,
                        api_key=api_key, dummy_weights=dummy_weights, weights=weights)
-    run_dir = execute(spec, for_terminal())
+    levels = sweep_specs(settings.load(), levels_c, levels_r) if resume_dir is None else [None]
+    if len(levels) > 1:
+        return _sweep(spec, levels, quiet)
+    run_dir = execute(spec, for_terminal(quiet))
     _print_summary(run_dir)
+
+
+def _sweep(spec, levels, quiet: bool) -> None:
+    """One run per level, back to back, each in its own folder; then a table of the levels.
+    (Each level starts a launched variant's server anew; attached servers serve every level.)"""
+    from dataclasses import replace
+
+    from harness.finalize import open_run
+    from harness.load import level_name
+    from harness.progress import for_terminal
+    from harness.runner import execute
+
+    rows = []
+    for load in levels:
+        settings = replace(spec.settings, concurrency=load.concurrency, request_rate=load.request_rate,
+                           run_id=f"{spec.settings.run_id}-{level_name(load)}")
+        run_dir = execute(replace(spec, settings=settings), for_terminal(quiet))
+        _print_summary(run_dir)
+        summary = open_run(run_dir).summary
+        lat, energy = summary.latency, summary.energy
+        rows.append((level_name(load), lat.requests_per_s, lat.ttft_s.p50, lat.e2e_s.p50, lat.e2e_s.p99,
+                     energy.j_per_request_mean if energy.available else None))
+    click.echo("level      req/s   ttft p50   e2e p50   e2e p99   J/request")
+    for name, rps, ttft, e2e, e2e99, jpr in rows:
+        click.echo(f"{name:<8} {_num(rps, 7, 2)} {_num(ttft, 10, 3)} {_num(e2e, 9, 3)} {_num(e2e99, 9, 3)} "
+                   f"{_num(jpr, 11, 2)}")
+
+
+def _num(value, width: int, digits: int) -> str:
+    return f"{'n/a':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
 
 
 def _print_summary(run_dir: Path) -> None:
@@ -183,13 +236,15 @@ def _print_summary(run_dir: Path) -> None:
     lat, energy, quality = summary.latency, summary.energy, summary.quality
     click.echo(f"run {summary.run_id}: {lat.ok}/{lat.requests} ok, "
                f"e2e p50 {_fmt(lat.e2e_s.p50, 's')}, ttft p50 {_fmt(lat.ttft_s.p50, 's')}")
+    if lat.requests_per_s is not None:
+        click.echo(f"throughput: {lat.requests_per_s:.2f} req/s, {lat.output_tokens_per_s or 0:.1f} output tokens/s")
     if energy.available:
         click.echo(f"energy: {energy.total_j:.1f} J total ({energy.source}), "
                    f"{_fmt(energy.j_per_request_mean, 'J/request')}, idle {_fmt(energy.idle_power_w, 'W')}")
     else:
         click.echo(f"energy: unavailable ({energy.unavailable_reason})")
     if quality.overall is not None:
-        click.echo(f"quality: {quality.overall:.3f} overall")
+        click.echo(f"quality: {quality.overall:.3f} overall over {quality.items} items")
     for flag in summary.all_flags:
         click.echo(f"flag: {flag}")
     click.echo(f"results: {run_dir}")
@@ -197,6 +252,20 @@ def _print_summary(run_dir: Path) -> None:
 
 def _fmt(value, unit: str) -> str:
     return "n/a" if value is None else f"{value:.3f} {unit}"
+
+
+@main.command("synthetic-suite")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--images", default="100x512x512:png", show_default=True,
+              help="COUNT[xWIDTHxHEIGHT][:png|jpeg|webp]; every image's pixels differ (no cache hits).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-tokens", type=int, default=32, show_default=True)
+def synthetic_suite_cmd(folder: Path, images: str, seed: int, max_tokens: int) -> None:
+    """Write a load-test suite of synthetic images (then: bench run --suite FOLDER)."""
+    from harness.load import SyntheticImages, write_synthetic_suite
+
+    n = write_synthetic_suite(folder, SyntheticImages.parse(images, seed=seed), max_tokens)
+    click.echo(f"{n} synthetic item(s) in {folder}")
 
 
 @main.command("score")

@@ -488,9 +488,24 @@ class RunSettings:
     idle_s: float = 10.0
     idle_after_s: float | None = None  # idle window after the requests; None: as long as idle_s
     sample_rate_hz: float = 100.0
+    # Load shape (harness/load.py): open-loop arrivals, a fixed request count, time limits.
+    request_rate: float | None = None  # mean requests/s (None: the next request as soon as a slot is free)
+    burstiness: float = 1.0  # gamma shape of arrival gaps (1: Poisson)
+    duration_s: float | None = None  # send no new request after this (the run is complete then)
+    max_requests: int | None = None  # this many requests, cycling the suite (independent of samples)
+    max_duration_s: float | None = None  # wall-clock limit of the run: past it, the run stops as interrupted
+
+    def load(self):
+        from harness.load import LoadSpec
+
+        return LoadSpec(concurrency=self.concurrency, request_rate=self.request_rate, burstiness=self.burstiness,
+                        duration_s=self.duration_s, max_requests=self.max_requests, seed=self.seed)
 
     def __post_init__(self) -> None:
+        self.load()  # validates the load shape
         checks = [
+            (self.max_duration_s is None or (math.isfinite(self.max_duration_s) and self.max_duration_s > 0),
+             "--max-duration-s must be a positive number of seconds"),
             (self.concurrency >= 1, "--concurrency must be ≥ 1"),
             (self.warmup >= 0, "--warmup must be ≥ 0"),
             (self.samples >= 1, "--samples must be ≥ 1"),

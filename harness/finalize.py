@@ -65,7 +65,30 @@ def latency_summary(requests: pd.DataFrame) -> LatencySummary:
         ttft_s=_percentiles(ok["ttft_s"]), tpot_s=_percentiles(tpot), itl_s=_percentiles(ok["itl_mean_s"]),
         e2e_s=_percentiles(ok["e2e_s"]),
         by_task={task: int(n) for task, n in final["task"].value_counts().sort_index().items()},
+        itl_pooled_mean_s=_pooled_itl_mean(ok),
     )
+
+
+def _pooled_itl_mean(ok: pd.DataFrame) -> float | None:
+    """Mean of all inter-token gaps of all requests: Σ(last - first token) / Σ gaps, one gap per
+    output token after the first (vLLM streams one token per chunk). TPOT (above) is vLLM's per-request
+    (e2e - TTFT) / (tokens - 1); `itl_s` holds percentiles of per-request mean gaps."""
+    tokens = ok["completion_tokens"].astype("float64")
+    gaps = (tokens - 1).where(tokens > 1)
+    span = ok["itl_mean_s"].astype("float64") * gaps
+    valid = span.notna() & gaps.notna()
+    return float(span[valid].sum() / gaps[valid].sum()) if valid.any() and gaps[valid].sum() > 0 else None
+
+
+def client_flags(manifest: Manifest) -> list[str]:
+    """A segment whose load generator saturated (harness.load.ClientLoad) measured its own delays too."""
+    flags = []
+    for seg in manifest.segments:
+        load = seg.client_load or {}
+        if load.get("saturated"):
+            flags.append(f"client saturated: event-loop lag p99 {load['lag_p99_ms']:.1f} ms, CPU "
+                         f"{load['cpu_share']:.0%} of a core; latencies include the client's own delay")
+    return flags
 
 
 def assign_segments(manifest: Manifest, requests: pd.DataFrame) -> pd.DataFrame:
@@ -120,6 +143,7 @@ def build_summary(manifest: Manifest, requests: pd.DataFrame, energy: EnergySumm
     if repaired:
         flags.append("journal_repaired: torn tail dropped on resume ("
                      + ", ".join(f"{k} {v} bytes" for k, v in repaired.items()) + ")")
+    flags += client_flags(manifest)
     return Summary(run_id=manifest.run_id, status=status,
                    variant=manifest.variant.name if manifest.variant else None, suite=manifest.suite.name,
                    latency=latency_summary(requests), energy=energy, quality=quality, flags=tuple(flags))

@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from harness.client import TRANSIENT_STATUSES, StreamResult, build_request, stream_chat
+from harness.client import TRANSIENT_STATUSES, ChatClient, RequestBuilder, StreamResult, retry_delay_s
 from harness.config import RunSettings, SuiteSpec, Variant
 from harness.energy.attribute import PhaseWeights
 from harness.energy.meters import PowerMeter
+from harness.load import LagMonitor, Pacer, cycled
 from harness.progress import Progress
 from harness.protocol import warm_up
 from harness.protocol import warmup_items as noise_twins
@@ -29,8 +31,9 @@ from harness.server import LaunchedServer, ServerHandle, log_tail
 from harness.store import RunStore
 from harness.suite import Suite, SuiteItem
 
-RETRY_BACKOFF_S = 0.5
 IDLE_AFTER_SETTLE_S = 3.0  # after the last request, before the idle-after window opens
+COMMIT_INTERVAL_S = 0.01  # the journal's group commit: records finished within this share one fsync
+POWER_DRAIN_PERIOD_S = 1.0  # power samples go to their journal this often while requests run
 
 
 @dataclass(frozen=True)
@@ -90,9 +93,11 @@ def finished_keys(requests) -> set[tuple[str, int]]:
             if r.status not in TRANSIENT_STATUSES}
 
 
-def work_units(suite: Suite, samples: int, done: set[tuple[str, int]]) -> list[WorkUnit]:
-    """Pass by pass: every item of sample k before any of sample k+1."""
-    units = [WorkUnit(pos, item, k) for k in range(samples) for pos, item in enumerate(suite.items)]
+def work_units(suite: Suite, samples: int, done: set[tuple[str, int]], max_requests: int | None = None
+               ) -> list[WorkUnit]:
+    """Pass by pass: every item of sample k before any of sample k+1; with `max_requests`, exactly
+    that many requests cycling through the items (harness.load.cycled)."""
+    units = [WorkUnit(pos, suite.items[pos], k) for pos, k in cycled(len(suite.items), max_requests, samples)]
     return [u for u in units if u.key not in done]
 
 
@@ -121,6 +126,63 @@ def to_record(run_id: str, unit: WorkUnit, attempt: int, seed: int, result: Stre
     )
 
 
+class JournalWriter:
+    """Request records to the journal without blocking the event loop: one writer thread, records
+    in the order they finished, one fsync per batch (group commit). A stalled fsync on the loop
+    would delay every other stream's bytes, and so inflate the latencies measured meanwhile."""
+
+    def __init__(self, store: RunStore):
+        self.store = store
+        self.pending: list[tuple[str, asyncio.Future]] = []
+        self.flushing: asyncio.Task | None = None
+        self.last_commit_s = 0.0
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+
+    async def append(self, record: RequestRecord) -> RequestRecord:
+        """Returns the record as stored (numbered in journal order) once it is on disk."""
+        done = asyncio.get_running_loop().create_future()
+        # Serialized here, not on the writer thread: a thread running Python code holds the GIL, and the
+        # event loop would wait for it (up to the 5 ms switch interval) to read other streams' bytes.
+        record, line = self.store.journal_line(record)
+        self.pending.append((line, done))
+        if self.flushing is None:
+            self.flushing = asyncio.get_running_loop().create_task(self._flush())
+        await done
+        return record
+
+    def close(self) -> None:
+        """Write what is still waiting for its commit (a run stopped by a signal cancels the flush),
+        after the batch already on the writer thread, in order."""
+        self.executor.shutdown(wait=True)
+        lines, self.pending = [line for line, _ in self.pending], []
+        if lines:
+            self.store.append_request_lines(lines)
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self.pending:
+                # At most one fsync per COMMIT_INTERVAL_S: even on another thread each fsync costs the
+                # machine (and so the streams being timed) about a millisecond; a record waits ≤ 10 ms.
+                wait_s = self.last_commit_s + COMMIT_INTERVAL_S - time.monotonic()
+                if wait_s > 0:
+                    await asyncio.sleep(wait_s)
+                self.last_commit_s = time.monotonic()
+                batch, self.pending = self.pending, []
+                try:
+                    await loop.run_in_executor(self.executor, self.store.append_request_lines, [r for r, _ in batch])
+                except Exception as exc:  # the writer's error (a full disk) is every waiting request's error
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                    continue
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+        finally:
+            self.flushing = None
+
+
 class WorkLoop:
     """Measures one segment. `on_phase(segment)` is called with the updated segment whenever a
     phase starts or ends, so the runner can journal it into the manifest as it happens."""
@@ -135,7 +197,10 @@ class WorkLoop:
         self.timeout_s = timeout_for(spec.settings, self.max_tokens)
         self.finished = self.failed = 0
         self.abort_reason: str | None = None
-        self.client = None
+        # One client per event loop (the segment's asyncio.run); bodies built once, data URLs once per run.
+        self.client: ChatClient | None = None
+        self.bodies = RequestBuilder(server.model, spec.settings.sampling, self.max_tokens)
+        self.lag = LagMonitor()  # the client's own load while the requests run
 
     def _mark(self, **changes) -> None:
         self.segment = replace(self.segment, **changes)
@@ -150,11 +215,10 @@ class WorkLoop:
         return self.segment
 
     async def _segment(self, units: list[WorkUnit], warmup: tuple[list[SuiteItem], str]) -> None:
-        import openai
-
         s = self.spec.settings
-        async with openai.AsyncOpenAI(base_url=self.server.base_url, api_key=self.spec.api_key or "EMPTY",
-                                      max_retries=0) as self.client:
+        self.started_s = time.monotonic()
+        self.journal = JournalWriter(self.store)
+        async with ChatClient(self.server.base_url, self.spec.api_key) as self.client:
             measuring = self.meter.info.kind != "none"
             if s.idle_s > 0 and measuring:
                 self.progress.message(f"measuring idle power for {s.idle_s:.0f} s")
@@ -172,11 +236,15 @@ class WorkLoop:
             self._drain()
             self.progress.begin(len(units), self.run_id)
             self._mark(requests_started_ns=time.monotonic_ns())
+            self.pacer = Pacer(s.load(), len(units))
+            self.index = {id(u): i for i, u in enumerate(units)}
             try:
-                await self._passes(units)
+                async with self.lag:
+                    await self._passes(units)
             finally:
                 self.progress.end()
-            self._mark(requests_ended_ns=time.monotonic_ns())
+                self.journal.close()
+            self._mark(requests_ended_ns=time.monotonic_ns(), client_load=self.lag.result().to_dict())
             after = idle_after_s(s)
             if after > 0 and measuring and not self.abort_reason:
                 # A GPU may idle higher after work than before it: measure idle again once it has settled.
@@ -193,8 +261,7 @@ class WorkLoop:
 
     async def _warmup_send(self, item: SuiteItem) -> tuple[bool, float]:
         """One warm-up request (never recorded): (ok, end-to-end seconds)."""
-        request = build_request(item, self.server.model, self.spec.settings.sampling, self.max_tokens, None)
-        result = await stream_chat(self.client, request, self.timeout_s)
+        result = await self.client.stream(self.bodies.body(item, None), self.timeout_s)
         return result.status == "ok", (result.end_ns - result.start_ns) / 1e9
 
     async def _passes(self, units: list[WorkUnit]) -> None:
@@ -219,28 +286,30 @@ class WorkLoop:
     async def _one(self, unit: WorkUnit, sem: asyncio.Semaphore) -> None:
         s = self.spec.settings
         seed = request_seed(s.seed, unit)
-        request = build_request(unit.item, self.server.model, s.sampling, self.max_tokens, seed)
-        async with sem:
-            for attempt in range(1, s.max_retries + 2):
-                if self.abort_reason:
-                    return
-                result = await stream_chat(self.client, request, self.timeout_s)
-                if result.status == "ok" and result.model and result.model != self.server.model:
-                    wrong = f"answered as model '{result.model}', asked '{self.server.model}'"
-                    result = StreamResult(**{**asdict(result), "status": "wrong_model", "error": wrong})
-                will_retry = result.transient and attempt <= s.max_retries
-                record = to_record(self.run_id, unit, attempt, seed, result, self.clock, self.segment.index)
-                record = self.store.append_request(record)  # on disk before anything else happens
-                self._drain()
-                if not will_retry:
-                    self.finished += 1
-                    self.failed += record.status != "ok"
-                    self.progress.advance(record)
-                    self._check_failure_share()
-                    return
-                if result.status in ("connection", "timeout"):
-                    self.check_server()
-                await asyncio.sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))
+        if not await self.pacer.wait_turn(self.index[id(unit)]):  # the arrival process; False: --duration is over
+            return
+        body = self.bodies.body(unit.item, seed)
+        for attempt in range(1, s.max_retries + 2):
+            if self.abort_reason:
+                return
+            async with sem:  # a slot is a request in flight; journaling and backoff do not hold one
+                result = await self.client.stream(body, self.timeout_s)
+            if result.status == "ok" and result.model and result.model != self.server.model:
+                wrong = f"answered as model '{result.model}', asked '{self.server.model}'"
+                result = StreamResult(**{**asdict(result), "status": "wrong_model", "error": wrong})
+            will_retry = result.transient and attempt <= s.max_retries
+            record = to_record(self.run_id, unit, attempt, seed, result, self.clock, self.segment.index)
+            record = await self.journal.append(record)  # on disk (group commit) before anything else happens
+            if not will_retry:
+                self.bodies.forget(unit.item, seed)
+                self.finished += 1
+                self.failed += record.status != "ok"
+                self.progress.advance(record)
+                self._check_failure_share()
+                return
+            if result.status in ("connection", "timeout"):
+                self.check_server()
+            await asyncio.sleep(retry_delay_s(result, attempt))
 
     def _check_failure_share(self) -> None:
         s = self.spec.settings
@@ -249,13 +318,39 @@ class WorkLoop:
                                  f"{s.max_failure_share:.0%} (--max-failure-share)")
 
     async def _run_units(self, units: list[WorkUnit]) -> None:
-        sem = asyncio.Semaphore(self.spec.settings.concurrency)
+        """Supervise: after each finished request and at least once a second, journal the power
+        samples, check the server and the limits. Finished tasks are handed over by done-callbacks,
+        so this costs O(1) per request (asyncio.wait over every task would cost O(tasks) each time)."""
+        s = self.spec.settings
+        sem = asyncio.Semaphore(s.concurrency)
         tasks = [asyncio.create_task(self._one(u, sem)) for u in units]
+        deadline = None if s.max_duration_s is None else self.started_s + s.max_duration_s
+        completed: list[asyncio.Task] = []
+        wake = asyncio.Event()
+
+        def finished(task: asyncio.Task) -> None:
+            completed.append(task)
+            wake.set()
+
+        for t in tasks:
+            t.add_done_callback(finished)
+        loop = asyncio.get_running_loop()
+        ticker = loop.create_task(_tick(wake, POWER_DRAIN_PERIOD_S))
+        left, last_drain_s = len(tasks), time.monotonic()
         try:
-            while tasks:
-                done, pending = await asyncio.wait(tasks, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
-                tasks = list(pending)
-                self._drain()
+            while left:
+                await wake.wait()
+                wake.clear()
+                done, completed[:] = list(completed), []
+                left -= len(done)
+                if deadline is not None and time.monotonic() >= deadline and self.abort_reason is None:
+                    self.abort_reason = f"the run reached its wall-clock limit (--max-duration-s {s.max_duration_s:g})"
+                now = time.monotonic()
+                if now - last_drain_s >= POWER_DRAIN_PERIOD_S:  # power journal (fsynced) on the writer thread
+                    last_drain_s = now
+                    samples = self.meter.drain()
+                    if samples:
+                        await loop.run_in_executor(self.journal.executor, self.store.append_power, samples)
                 if self.launched is not None and self.abort_reason is None:
                     self.check_server()
                 if self.abort_reason:
@@ -263,6 +358,13 @@ class WorkLoop:
                 for t in done:
                     t.result()  # a bug in the loop (or a full disk) must surface, not vanish
         finally:
+            ticker.cancel()
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _tick(event: asyncio.Event, period_s: float) -> None:
+    while True:
+        await asyncio.sleep(period_s)
+        event.set()

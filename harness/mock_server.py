@@ -9,7 +9,15 @@ data URLs shortened), so tests check what the harness *sent*, not what a server 
 
 Modes: normal | error_500 | crash (exits the process on the next request) | hang (accepts,
 never answers) | reset (closes the connection mid-stream) | garbage (malformed SSE) |
-wrong_model | slow (ttft x 20). `fault_rate` injects error_500/reset/garbage at random.
+wrong_model | slow (ttft x 20) | unavailable (`unavailable_status`, default 429, with `Retry-After:
+retry_after`) | keepalive_only (headers, then only `: keep-alive` comments) | endless (tokens forever).
+`mode_times: N` returns to normal after N requests in the mode. `fault_rate` injects error_500/reset/garbage at random.
+
+Payload options (also via /_control): `odd` = surrogate | non_string | bad_usage | no_usage sends an
+answer the way a broken server might; `reasoning_tokens` N streams the first N words as reasoning deltas
+(field `reasoning_field`, default `reasoning_content`) and reports them in usage; `cached_tokens` N reports
+N prompt tokens from the prefix cache; `--keep-alive` answers with chunked transfer encoding on a
+persistent connection (as vLLM/uvicorn do) instead of closing it.
 
 Gemma-like answers (mode `gemma`): `POST /_control {"mode": "gemma", "script": [{"match": "text in
 the prompt", "content": "...", "reasoning": "...", "finish": "stop"|"length"}]}` answers each request
@@ -30,7 +38,12 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-MODES = ("normal", "error_500", "crash", "hang", "reset", "garbage", "wrong_model", "slow", "gemma")
+MODES = ("normal", "error_500", "crash", "hang", "reset", "garbage", "wrong_model", "slow", "unavailable",
+         "keepalive_only", "endless", "gemma")
+ODD_PAYLOADS = (None, "surrogate", "non_string", "bad_usage", "no_usage", "mixed")  # mixed: each in turn
+# Settable with POST /_control besides `mode` (payload and timing options; see the module docstring).
+OPTIONS = ("fault_rate", "tokens", "crash_after", "mode_times", "unavailable_status", "retry_after", "odd",
+           "reasoning_tokens", "reasoning_field", "cached_tokens", "itl_ms", "script")
 
 
 class State:
@@ -43,6 +56,11 @@ class State:
         self.rng = random.Random(args.seed)
         self.lock = threading.Lock()
         self.bodies: list[dict] = []
+        self.keep_alive = args.keep_alive
+        self.mode_times: int | None = None
+        self.unavailable_status, self.retry_after = 429, "1"
+        self.odd: str | None = None
+        self.reasoning_tokens, self.reasoning_field, self.cached_tokens = 0, "reasoning_content", None
         self.script: list[dict] = []  # gemma mode: scripted answers
 
     def record(self, body: dict) -> None:
@@ -61,7 +79,30 @@ class State:
                 return "crash"
             if self.mode == "normal" and self.fault_rate and self.rng.random() < self.fault_rate:
                 return self.rng.choice(("error_500", "reset", "garbage"))
-            return self.mode
+            mode = self.mode
+            if mode != "normal" and self.mode_times is not None:
+                self.mode_times -= 1
+                if self.mode_times <= 0:
+                    self.mode, self.mode_times = "normal", None
+            return mode
+
+    def update(self, update: dict) -> str | None:
+        """Apply a /_control body; returns an error message for a bad one."""
+        if update.get("mode") not in (None, *MODES):
+            return f"unknown mode {update.get('mode')}"
+        if update.get("odd") not in ODD_PAYLOADS:
+            return f"unknown odd payload {update.get('odd')}"
+        unknown = set(update) - {"mode", "ttft_ms", *OPTIONS}
+        if unknown:
+            return f"unknown option(s) {sorted(unknown)}"
+        with self.lock:
+            self.mode = update.get("mode", self.mode)
+            self.ttft_s = update.get("ttft_ms", self.ttft_s * 1000) / 1000
+            self.itl_s = update.get("itl_ms", self.itl_s * 1000) / 1000
+            for key in OPTIONS:
+                if key in update and key != "itl_ms":
+                    setattr(self, key, update[key])
+        return None
 
 
 def make_handler(state: State):
@@ -96,16 +137,9 @@ def make_handler(state: State):
             length = int(self.headers.get("Content-Length", 0))
             raw = self.rfile.read(length)
             if self.path == "/_control":
-                update = json.loads(raw or b"{}")
-                with state.lock:
-                    if update.get("mode") not in (None, *MODES):
-                        return self._json(400, {"error": f"unknown mode {update.get('mode')}"})
-                    state.mode = update.get("mode", state.mode)
-                    state.fault_rate = update.get("fault_rate", state.fault_rate)
-                    state.ttft_s = update.get("ttft_ms", state.ttft_s * 1000) / 1000
-                    state.tokens = update.get("tokens", state.tokens)
-                    state.crash_after = update.get("crash_after", state.crash_after)
-                    state.script = update.get("script", state.script)
+                problem = state.update(json.loads(raw or b"{}"))
+                if problem:
+                    return self._json(400, {"error": problem})
                 return self._json(200, {"mode": state.mode})
             if self.path != "/v1/chat/completions":
                 return self._json(404, {"error": "not found"})
@@ -122,61 +156,151 @@ def make_handler(state: State):
                 return None
             if mode == "error_500":
                 return self._json(500, {"error": {"message": "injected failure", "type": "server_error"}})
+            if mode == "unavailable":
+                return self._unavailable()
             if body.get("model") != state.model:
                 return self._json(404, {"error": {"message": f"model {body.get('model')} not found"}})
+            if mode == "keepalive_only":
+                return self._keepalive_only()
+            if state.keep_alive:
+                return self._stream_chunked(body, mode)
             self._stream(body, mode)
             return None
 
-        def _stream(self, body: dict, mode: str) -> None:
-            n = min(int(body.get("max_tokens") or state.tokens), state.tokens)
-            model = "some-other-model" if mode == "wrong_model" else state.model
+        # -- behaviours added for the client's fault and timing tests (kept apart from the base stream) --
+        def _unavailable(self) -> None:
+            body = json.dumps({"error": {"message": "try again later", "type": "rate_limited"}}).encode()
+            self.send_response(state.unavailable_status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Retry-After", str(state.retry_after))
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _keepalive_only(self) -> None:
+            """A stream that never sends an event, only SSE comments (a stuck server behind a proxy)."""
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Connection", "close")
             self.end_headers()
-            created, rid = int(time.time()), f"chatcmpl-{random.getrandbits(32):08x}"
-
-            def send(payload) -> None:
-                self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())
-                self.wfile.flush()
-
-            def chunk(delta: dict, finish=None) -> dict:
-                return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
-                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-
-            time.sleep(state.ttft_s * (20 if mode == "slow" else 1))
-            send(chunk({"role": "assistant", "content": ""}))
-            if mode == "gemma":
-                for item in gemma_events(state, body, chunk, lambda payload: payload):
-                    if isinstance(item, float):
-                        time.sleep(item)
-                    else:
-                        send(item)
-                self.wfile.write(b"data: [DONE]\n\n")
-                self.wfile.flush()
-                return
-            words = (state.answer or "token " * n).split()[:n] or ["token"]
-            for i, word in enumerate(words):
-                if i:
-                    time.sleep(state.itl_s)
-                if mode == "reset" and i == len(words) // 2:
-                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                    self.connection.close()
-                    return
-                if mode == "garbage" and i == len(words) // 2:
-                    self.wfile.write(b"data: {this is not json\n\n")
+            with contextlib.suppress(OSError):
+                for _ in range(3000):
+                    self.wfile.write(b": keep-alive\n\n")
                     self.wfile.flush()
+                    time.sleep(0.1)
+
+        def _stream_chunked(self, body: dict, mode: str) -> None:
+            """The same answer as `_stream`, framed like vLLM's uvicorn: chunked, connection kept open."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+
+            def write(data: bytes) -> None:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+
+            for event in answer_events(state, body, mode):
+                if isinstance(event, float):
+                    time.sleep(event)
+                elif event is RESET:
+                    self._reset()
                     return
-                send(chunk({"content": ("" if i == 0 else " ") + word}))
-            send(chunk({}, "length" if len(words) >= n else "stop"))
-            if (body.get("stream_options") or {}).get("include_usage"):
-                send({"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
-                      "choices": [], "usage": {"prompt_tokens": 100, "completion_tokens": len(words),
-                                               "total_tokens": 100 + len(words)}})
-            self.wfile.write(b"data: [DONE]\n\n")
+                else:
+                    write(event)
+            self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
 
+        def _reset(self) -> None:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            self.connection.close()
+            self.close_connection = True
+
+        def _stream(self, body: dict, mode: str) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            for event in answer_events(state, body, mode):
+                if isinstance(event, float):
+                    time.sleep(event)
+                elif event is RESET:
+                    self._reset()
+                    return
+                else:
+                    self.wfile.write(event)
+                    self.wfile.flush()
+
     return Handler
+
+
+RESET = object()  # answer_events: reset the connection here
+
+
+def answer_events(state: State, body: dict, mode: str):
+    """The streamed answer as SSE event bytes, with float pauses (seconds) between them."""
+    n = min(int(body.get("max_tokens") or state.tokens), state.tokens)
+    model = "some-other-model" if mode == "wrong_model" else state.model
+    created, rid = int(time.time()), f"chatcmpl-{random.getrandbits(32):08x}"
+
+    def event(payload) -> bytes:
+        return f"data: {json.dumps(payload)}\n\n".encode()
+
+    def chunk(delta: dict, finish=None) -> bytes:
+        return event({"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
+                      "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+    yield state.ttft_s * (20 if mode == "slow" else 1)
+    yield chunk({"role": "assistant", "content": ""})
+    if mode == "gemma":
+        yield from gemma_events(state, body, chunk, event)
+        yield b"data: [DONE]\n\n"
+        return
+    if mode == "endless":
+        while True:
+            yield chunk({"content": " token"})
+            yield max(state.itl_s, 0.01)
+    odd = state.odd
+    if odd == "mixed":
+        with state.lock:
+            odd = ODD_PAYLOADS[1 + (len(state.bodies) - 1) % 4]
+    words = (state.answer or "token " * n).split()[:n] or ["token"]
+    n_reasoning = min(state.reasoning_tokens or 0, len(words))
+    for i, word in enumerate(words):
+        if i:
+            yield state.itl_s
+        if mode == "reset" and i == len(words) // 2:
+            yield RESET
+            return
+        if mode == "garbage" and i == len(words) // 2:
+            yield b"data: {this is not json\n\n"
+            return
+        text = ("" if i in (0, n_reasoning) else " ") + word
+        if i < n_reasoning:
+            yield chunk({state.reasoning_field: text})
+        else:
+            yield odd_delta(odd, text, i) if odd in ("surrogate", "non_string") else chunk({"content": text})
+    yield chunk({}, "length" if len(words) >= n else "stop")
+    if (body.get("stream_options") or {}).get("include_usage") and odd != "no_usage":
+        usage: dict = {"prompt_tokens": 100, "completion_tokens": len(words), "total_tokens": 100 + len(words)}
+        if state.cached_tokens is not None:
+            usage["prompt_tokens_details"] = {"cached_tokens": state.cached_tokens}
+        if n_reasoning:
+            usage["completion_tokens_details"] = {"reasoning_tokens": n_reasoning}
+        if odd == "bad_usage":
+            usage.update(prompt_tokens="100", completion_tokens=2.5)
+        yield event({"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
+                     "choices": [], "usage": usage})
+    yield b"data: [DONE]\n\n"
+
+
+def odd_delta(odd: str, text: str, i: int) -> bytes:
+    """A content delta as a broken server might send it: a lone surrogate escape, or a non-string value."""
+    if odd == "surrogate" and i == 0:
+        return b'data: {"model": "mock", "choices": [{"index": 0, "delta": {"content": "\\ud83d"}}]}\n\n'
+    if odd == "non_string" and i == 0:
+        return b'data: {"model": "mock", "choices": [{"index": 0, "delta": {"content": 42}}]}\n\n'
+    return f"data: {json.dumps({'model': 'mock', 'choices': [{'index': 0, 'delta': {'content': text}}]})}\n\n".encode()
 
 
 # --- gemma-like answers (mode "gemma"): scripted like Gemma 4 answers through vLLM ----------------------
@@ -214,6 +338,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fault-rate", type=float, default=0.0)
     ap.add_argument("--answer", default=None, help="answer text (default: 'token token ...')")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep-alive", action="store_true", help="chunked answers on persistent connections")
     args = ap.parse_args(argv)
     ThreadingHTTPServer.request_queue_size = 256  # a soak at concurrency 32 must not meet a full backlog
     server = ThreadingHTTPServer((args.host, args.port), make_handler(State(args)))

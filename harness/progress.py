@@ -1,8 +1,9 @@
-"""Run progress for people: a rich bar on a terminal, one plain line per request otherwise."""
+"""Run progress for people: a rich bar on a terminal, a plain line every few seconds otherwise, or none."""
 
 from __future__ import annotations
 
 import sys
+import time
 from typing import Protocol
 
 from harness.records import RequestRecord
@@ -18,22 +19,43 @@ class Progress(Protocol):
 
 
 class PlainProgress:
-    def __init__(self, stream=None):
-        self.stream, self.total, self.done = stream or sys.stderr, 0, 0
+    """Off a terminal (logs, CI): one line every `every_s` seconds, not one per request."""
+
+    def __init__(self, stream=None, every_s: float = 5.0):
+        self.stream, self.total, self.done, self.failed, self.every_s = stream or sys.stderr, 0, 0, 0, every_s
+        self.started = self.last = 0.0
 
     def begin(self, total: int, description: str) -> None:
-        self.total, self.done = total, 0
+        self.total, self.done, self.failed = total, 0, 0
+        self.started = self.last = time.monotonic()
         print(f"{description}: {total} request(s)", file=self.stream, flush=True)
 
     def advance(self, record: RequestRecord) -> None:
         self.done += 1
-        detail = f"{record.e2e_s:.2f} s, {record.completion_tokens} tokens" if record.ok else record.status
-        print(f"[{self.done}/{self.total}] {record.item_id} ({record.task}): {detail}", file=self.stream, flush=True)
+        self.failed += not record.ok
+        now = time.monotonic()
+        if now - self.last >= self.every_s or self.done == self.total:
+            self.last = now
+            rate = self.done / (now - self.started) if now > self.started else 0.0
+            print(f"[{self.done}/{self.total}] {rate:.1f} req/s, {self.failed} failed", file=self.stream, flush=True)
 
     def message(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 
     def end(self) -> None:
+        pass
+
+
+class QuietProgress(PlainProgress):
+    """--quiet: nothing while the run goes; warnings and errors still print."""
+
+    def begin(self, total: int, description: str) -> None:
+        self.total = total
+
+    def advance(self, record: RequestRecord) -> None:
+        pass
+
+    def message(self, text: str) -> None:
         pass
 
 
@@ -44,17 +66,21 @@ class RichProgress:
 
         self.console = Console(stderr=True)
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("failed {task.fields[failed]}"), TimeRemainingColumn(), console=self.console)
+                            TextColumn("{task.fields[rate]:.1f} req/s"), TextColumn("failed {task.fields[failed]}"),
+                            TimeRemainingColumn(), console=self.console)
         self.task = None
         self.failed = 0
 
     def begin(self, total: int, description: str) -> None:
         self.bar.start()
-        self.task = self.bar.add_task(description, total=total, failed=0)
+        self.task = self.bar.add_task(description, total=total, failed=0, rate=0.0)
+        self.started, self.done = time.monotonic(), 0
 
     def advance(self, record: RequestRecord) -> None:
         self.failed += not record.ok
-        self.bar.update(self.task, advance=1, failed=self.failed)
+        self.done += 1
+        rate = self.done / max(time.monotonic() - self.started, 1e-9)
+        self.bar.update(self.task, advance=1, failed=self.failed, rate=rate)
 
     def message(self, text: str) -> None:
         self.console.print(text, markup=False, highlight=False)
@@ -63,5 +89,7 @@ class RichProgress:
         self.bar.stop()
 
 
-def for_terminal() -> Progress:
+def for_terminal(quiet: bool = False) -> Progress:
+    if quiet:
+        return QuietProgress()
     return RichProgress() if sys.stderr.isatty() else PlainProgress()

@@ -124,6 +124,7 @@ class Segment:
     ended_wall_s: float | None = None
     end_cause: str | None = None  # None while running or when every item was done
     journal_repaired_bytes: dict = field(default_factory=dict)  # file → torn bytes dropped on open
+    client_load: dict | None = None  # the load generator's own event-loop lag and CPU (harness.load.ClientLoad)
 
     @classmethod
     def from_json(cls, data: dict, index: int) -> Segment:
@@ -225,9 +226,10 @@ class LatencySummary:
     completion_tokens_mean: float | None = None
     ttft_s: Percentiles = field(default_factory=Percentiles)
     tpot_s: Percentiles = field(default_factory=Percentiles)
-    itl_s: Percentiles = field(default_factory=Percentiles)
+    itl_s: Percentiles = field(default_factory=Percentiles)  # of per-request mean gaps (README: latency definitions)
     e2e_s: Percentiles = field(default_factory=Percentiles)
     by_task: dict = field(default_factory=dict)
+    itl_pooled_mean_s: float | None = None  # mean of all gaps pooled across requests (vllm bench serve's ITL)
 
     @classmethod
     def from_json(cls, data: dict) -> LatencySummary:

@@ -202,7 +202,7 @@ def _measure(spec: RunSpec, suite: Suite, journal: _ManifestJournal, segment: Se
         spec = replace(spec, between_passes=_cache_reset(server, spec.api_key, progress))
     loop = WorkLoop(spec, journal.manifest.run_id, segment, server, meter, journal.store, clock, progress, launched,
                     on_phase=journal.segment)
-    units = work_units(suite, s.samples, done)
+    units = work_units(suite, s.samples, done, s.max_requests)
     loop.run(units, warmup_plan(spec, suite) if s.warmup else ([], "none"))
     if loop.abort_reason:
         raise RunAborted(loop.abort_reason)

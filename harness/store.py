@@ -195,15 +195,24 @@ class RunStore:
     # journals -------------------------------------------------------------------------------
     def append_request(self, record: RequestRecord) -> RequestRecord:
         """Append (and fsync) one record, numbered in journal order; returns it as stored."""
+        record, line = self.journal_line(record)
+        self.append_request_lines([line])
+        return record
+
+    def journal_line(self, record: RequestRecord) -> tuple[RequestRecord, str]:
+        """Number a record in journal order and serialize it; `append_request_lines` writes the lines
+        in that order (the run loop's group commit, on a writer thread)."""
         record = replace(record, seq=self._seq)
+        self._seq += 1
         # ensure_ascii keeps any string the server sent (lone surrogates included) as valid JSON.
-        line = json.dumps(jsonable(record.to_dict()), ensure_ascii=True) + "\n"
+        return record, json.dumps(jsonable(record.to_dict()), ensure_ascii=True) + "\n"
+
+    def append_request_lines(self, lines: list[str]) -> None:
+        """Append journal lines with one fsync."""
         with _open_append(self.dir / "requests.jsonl") as f:
-            f.write(line)
+            f.write("".join(lines))
             f.flush()
             os.fsync(f.fileno())
-        self._seq += 1
-        return record
 
     def append_power(self, samples: list[PowerSample]) -> None:
         if not samples:

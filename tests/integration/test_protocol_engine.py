@@ -6,11 +6,10 @@ import asyncio
 import dataclasses
 import json
 
-import openai
 import pandas as pd
 import pytest
 
-from harness.client import build_request, stream_chat
+from harness.client import ChatClient, build_request, stream_chat
 from harness.config import Sampling, default_engine_venv, load_suite_spec, load_variant
 from harness.progress import PlainProgress
 from harness.protocol import reset_caches
@@ -26,7 +25,7 @@ pytestmark = [pytest.mark.engine,
 
 def _ask(server, item):
     async def once():
-        client = openai.AsyncOpenAI(base_url=server.base_url, api_key="EMPTY", max_retries=0)
+        client = ChatClient(server.base_url)
         try:
             request = build_request(item, server.model, Sampling(max_tokens=4), 4, seed=1)
             return await stream_chat(client, request, 120.0)

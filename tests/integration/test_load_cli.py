@@ -1,0 +1,81 @@
+"""Load shapes, time limits, rate limiting and output of `bench run`, against the mock server process."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from tests.conftest import bench
+
+
+def run(server, tmp_path, run_id, *extra):
+    return bench("run", "--base-url", server.url, "--results-dir", tmp_path, "--run-id", run_id, "--idle-s", "0",
+                 *extra)
+
+
+def test_max_requests_cycles_the_suite_at_a_rate_quietly(mock_server, tmp_path):
+    server = mock_server("--ttft-ms", "1", "--itl-ms", "0", "--tokens", "3")
+    made = bench("synthetic-suite", tmp_path / "synth", "--images", "3x40x30:png")
+    assert made.returncode == 0, made.stderr
+    result = run(server, tmp_path, "rate", "--suite", tmp_path / "synth", "--max-requests", "7", "--request-rate",
+                 "40", "--concurrency", "2", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "" and "throughput:" in result.stdout and "req/s" in result.stdout
+    requests = pd.read_parquet(tmp_path / "rate" / "requests.parquet")
+    assert len(requests) == 7 and sorted(requests["sample_index"].tolist()) == [0, 0, 0, 1, 1, 1, 2]
+    assert requests["item_id"].str.startswith("synthetic-").all() and requests["item_id"].nunique() == 3
+    starts = sorted(requests["start_ns"])
+    assert (starts[-1] - starts[0]) / 1e9 > 0.05  # paced (7 arrivals at 40/s span ~0.15 s), not all at once
+    manifest = json.loads((tmp_path / "rate" / "manifest.json").read_text())
+    load = manifest["segments"][-1]["client_load"]
+    assert load["lag_p99_ms"] >= 0 and "saturated" in load and manifest["settings"]["max_requests"] == 7
+
+
+def test_duration_ends_a_complete_run_and_max_duration_an_interrupted_one(mock_server, tmp_path):
+    server = mock_server("--ttft-ms", "200", "--itl-ms", "0", "--tokens", "2")
+    done = run(server, tmp_path, "dur", "--limit", "20", "--request-rate", "8", "--burstiness", "4",
+               "--duration", "0.6", "--concurrency", "4")
+    assert done.returncode == 0, done.stderr
+    n = len(pd.read_parquet(tmp_path / "dur" / "requests.parquet"))
+    assert 2 <= n <= 9  # ~0.6 s x 8/s arrivals
+    stopped = run(server, tmp_path, "cap", "--limit", "30", "--max-duration-s", "1")
+    assert stopped.returncode != 0 and "wall-clock limit" in stopped.stderr and "--resume" in stopped.stderr
+    manifest = json.loads((tmp_path / "cap" / "manifest.json").read_text())
+    assert manifest["status"] == "incomplete"
+    assert len(pd.read_parquet(tmp_path / "cap" / "requests.parquet")) < 30
+
+
+def test_rate_limited_requests_wait_retry_and_are_resent_on_resume(mock_server, tmp_path):
+    server = mock_server("--ttft-ms", "1", "--itl-ms", "0", "--tokens", "2")
+    server.control(mode="unavailable", unavailable_status=429, retry_after="0.3", mode_times=1)
+    result = run(server, tmp_path, "r429", "--limit", "1")
+    assert result.returncode == 0, result.stderr
+    requests = pd.read_parquet(tmp_path / "r429" / "requests.parquet").sort_values("start_ns")
+    assert requests["status"].tolist() == ["http_429", "ok"]
+    waited = (requests["start_ns"].iloc[1] - requests["end_ns"].iloc[0]) / 1e9
+    assert 0.3 <= waited < 1.0  # Retry-After, not the 0.5 s backoff
+    server.control(mode="unavailable", unavailable_status=503, retry_after="0", mode_times=2)
+    first = run(server, tmp_path, "r503", "--limit", "2", "--max-retries", "0")
+    assert first.returncode == 0
+    assert set(pd.read_parquet(tmp_path / "r503" / "requests.parquet")["status"]) == {"http_5xx"}
+    # A finished run with transient failures is complete; a run cut short is resumed: send them again there.
+    manifest = tmp_path / "r503" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["status"] = "incomplete"
+    manifest.write_text(json.dumps(data))
+    again = bench("run", "--resume", tmp_path / "r503", "--base-url", server.url)
+    assert again.returncode == 0, again.stderr
+    final = pd.read_parquet(tmp_path / "r503" / "requests.parquet")
+    assert (final[~final["retried"]]["status"] == "ok").sum() == 2
+
+
+def test_a_concurrency_list_is_a_sweep_of_runs(mock_server, tmp_path):
+    server = mock_server("--ttft-ms", "1", "--itl-ms", "0", "--tokens", "2")
+    result = run(server, tmp_path, "sw", "--limit", "2", "--concurrency", "1,2", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "sw-c1" / "summary.json").exists() and (tmp_path / "sw-c2" / "summary.json").exists()
+    table = result.stdout[result.stdout.index("level"):].splitlines()
+    assert [line.split()[0] for line in table[1:]] == ["c1", "c2"]
+    bad = run(server, tmp_path, "bad", "--concurrency", "1,x")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--concurrency" in bad.stderr
