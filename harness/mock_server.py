@@ -19,6 +19,13 @@ answer the way a broken server might; `reasoning_tokens` N streams the first N w
 N prompt tokens from the prefix cache; `--keep-alive` answers with chunked transfer encoding on a
 persistent connection (as vLLM/uvicorn do) instead of closing it.
 
+Measurement-protocol behaviour (harness.protocol), like vLLM's: `prefix_cache: true` reports, for a
+request whose messages were seen before, all but the last 4 of its 100 prompt tokens as cached
+(`prompt_tokens_details.cached_tokens`; 0 for a first-seen one); `dev_mode: true` serves POST
+/reset_prefix_cache, /reset_mm_cache and /reset_encoder_cache (vLLM with VLLM_SERVER_DEV_MODE=1),
+which forget what was seen; `cold_requests: N` with `cold_ttft_ms: T` makes the next N requests wait
+T ms for their first token (a fresh server compiling kernels).
+
 Gemma-like answers (mode `gemma`): `POST /_control {"mode": "gemma", "script": [{"match": "text in
 the prompt", "content": "...", "reasoning": "...", "finish": "stop"|"length"}]}` answers each request
 with the first entry whose `match` occurs in its text: reasoning streamed as `reasoning` deltas
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -43,7 +51,9 @@ MODES = ("normal", "error_500", "crash", "hang", "reset", "garbage", "wrong_mode
 ODD_PAYLOADS = (None, "surrogate", "non_string", "bad_usage", "no_usage", "mixed")  # mixed: each in turn
 # Settable with POST /_control besides `mode` (payload and timing options; see the module docstring).
 OPTIONS = ("fault_rate", "tokens", "crash_after", "mode_times", "unavailable_status", "retry_after", "odd",
-           "reasoning_tokens", "reasoning_field", "cached_tokens", "itl_ms", "script")
+           "reasoning_tokens", "reasoning_field", "cached_tokens", "itl_ms", "script", "prefix_cache", "dev_mode",
+           "cold_requests", "cold_ttft_ms")
+PREFIX_CACHE_MISS_TOKENS = 4  # a repeated prompt: all but its last tokens come from the cache (as in vLLM)
 
 
 class State:
@@ -62,6 +72,25 @@ class State:
         self.odd: str | None = None
         self.reasoning_tokens, self.reasoning_field, self.cached_tokens = 0, "reasoning_content", None
         self.script: list[dict] = []  # gemma mode: scripted answers
+        self.prefix_cache, self.dev_mode, self.seen = False, False, set()  # protocol: simulated prefix cache
+        self.cold_requests, self.cold_ttft_ms = 0, 0.0
+
+    def cached_for(self, body: dict) -> int | None:
+        """Prompt tokens served from the simulated prefix cache (None: not simulated)."""
+        if not self.prefix_cache:
+            return self.cached_tokens
+        key = hashlib.sha256(json.dumps(body.get("messages"), sort_keys=True).encode()).hexdigest()
+        with self.lock:
+            hit = key in self.seen
+            self.seen.add(key)
+        return 100 - PREFIX_CACHE_MISS_TOKENS if hit else 0
+
+    def cold_wait_s(self) -> float:
+        with self.lock:
+            if self.cold_requests <= 0:
+                return 0.0
+            self.cold_requests -= 1
+            return self.cold_ttft_ms / 1000
 
     def record(self, body: dict) -> None:
         shown = json.loads(json.dumps(body))
@@ -141,6 +170,11 @@ def make_handler(state: State):
                 if problem:
                     return self._json(400, {"error": problem})
                 return self._json(200, {"mode": state.mode})
+            if state.dev_mode and self.path.split("?")[0] in ("/reset_prefix_cache", "/reset_mm_cache",
+                                                              "/reset_encoder_cache"):
+                with state.lock:
+                    state.seen.clear()
+                return self._json(200, {"success": True})
             if self.path != "/v1/chat/completions":
                 return self._json(404, {"error": "not found"})
             try:
@@ -250,7 +284,8 @@ def answer_events(state: State, body: dict, mode: str):
         return event({"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
                       "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
 
-    yield state.ttft_s * (20 if mode == "slow" else 1)
+    cached = state.cached_for(body)
+    yield state.ttft_s * (20 if mode == "slow" else 1) + state.cold_wait_s()
     yield chunk({"role": "assistant", "content": ""})
     if mode == "gemma":
         yield from gemma_events(state, body, chunk, event)
@@ -283,8 +318,8 @@ def answer_events(state: State, body: dict, mode: str):
     yield chunk({}, "length" if len(words) >= n else "stop")
     if (body.get("stream_options") or {}).get("include_usage") and odd != "no_usage":
         usage: dict = {"prompt_tokens": 100, "completion_tokens": len(words), "total_tokens": 100 + len(words)}
-        if state.cached_tokens is not None:
-            usage["prompt_tokens_details"] = {"cached_tokens": state.cached_tokens}
+        if cached is not None:
+            usage["prompt_tokens_details"] = {"cached_tokens": cached}
         if n_reasoning:
             usage["completion_tokens_details"] = {"reasoning_tokens": n_reasoning}
         if odd == "bad_usage":

@@ -75,3 +75,13 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     finally:
         sys.argv = argv
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
+def write_trace(path, start_s, seconds, power_w=100.0):
+    """A flat external power trace (wall-clock seconds, W, counter mJ) for `--energy trace`."""
+    import numpy as np
+    import pandas as pd
+
+    t = np.arange(start_s, start_s + seconds, 0.05)
+    pd.DataFrame({"time_s": t, "power_w": power_w, "energy_mj": (t - start_s) * power_w * 1000.0}).to_csv(
+        path, index=False)

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -22,7 +21,7 @@ from harness.loop import RunSpec
 from harness.progress import PlainProgress
 from harness.runner import execute, resume_spec
 from harness.store import load_run, read_manifest
-from tests.conftest import ROOT, bench, cli
+from tests.conftest import ROOT, bench, cli, write_trace
 
 
 def spec_for(server, tmp_path, run_id="r", **settings) -> RunSpec:
@@ -81,11 +80,6 @@ def test_torn_journal_tail_is_repaired_on_resume_and_the_item_resent(mock_server
     assert done.manifest.complete and done.summary.latency.ok == 4
     assert done.manifest.segments[-1].journal_repaired_bytes == {"requests.jsonl": 50}
     assert any(f.startswith("journal_repaired") for f in done.summary.flags)
-
-
-def write_trace(path, start_s, seconds):
-    t = np.arange(start_s, start_s + seconds, 0.05)
-    pd.DataFrame({"time_s": t, "power_w": 100.0, "energy_mj": (t - start_s) * 100_000.0}).to_csv(path, index=False)
 
 
 def test_warmup_passes_and_idle_after_are_recorded(mock_server, tmp_path):
