@@ -1,0 +1,86 @@
+"""The 80 % gate on a model that answers: the reference Gemma 4 (benchmarks/models/reference,
+trained on the default suite's generator) served by the real vLLM CPU engine.
+
+- reference vs itself (other sampling seeds), `--samples 3` → PASS, exit 0, ratio near 1;
+- reference vs a copy with Gaussian noise on its text decoder (benchmarks/models/degrade_reference.py)
+  → FAIL, exit 1, ratio far below 0.8.
+
+The expected ranges come from full-suite runs recorded in the model card and
+benchmarks/models/README.md; `--limit` keeps each run to a few items per task so the file stays
+a few minutes on 2 CPU cores."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness.config import default_engine_venv, load_variant
+from tests.conftest import bench
+
+ENGINE_PYTHON = default_engine_venv() / "bin" / "python"
+needs_engine = pytest.mark.skipif(not ENGINE_PYTHON.exists(), reason="vLLM CPU engine not built (nox -s engine)")
+LIMIT = "21"  # 3 items of each of the 7 task types (the suite interleaves them)
+NOISE = "1.0"  # degraded copy: noise std = 1 x each decoder matrix's RMS
+REFERENCE = load_variant("reference").model
+
+
+def test_reference_variant_points_at_the_committed_folder():
+    """`model: ../models/reference` resolves beside the variant file, wherever bench runs from."""
+    for name in ("reference", "reference-bf16", "reference-fp8"):
+        folder = load_variant(name).model
+        assert folder.startswith("/"), folder
+        config = json.loads((Path(folder) / "config.json").read_text())
+        assert config["architectures"] == ["Gemma4ForConditionalGeneration"]
+    card = (Path(REFERENCE) / "README.md").read_text()
+    assert "## Scores" in card and "overall" in card
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Three CPU-engine runs over the same items: reference twice (sampling seeds 1 and 2) and the
+    degraded copy (seed 2)."""
+    root = tmp_path_factory.mktemp("reference-gate")
+    degraded = root / "degraded-model"
+    made = subprocess.run([str(ENGINE_PYTHON), "benchmarks/models/degrade_reference.py", REFERENCE, str(degraded),
+                           "--noise", NOISE], capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr[-2000:]
+    common = ("--variant", "reference", "--limit", LIMIT, "--samples", "3", "--concurrency", "4",
+              "--results-dir", root)
+    for run_id, extra in (("base", ("--seed", "1")), ("again", ("--seed", "2")),
+                          ("degraded", ("--seed", "2", "--model-path", degraded))):
+        result = bench("run", *common, "--run-id", run_id, *extra, timeout=900)
+        assert result.returncode == 0, result.stderr[-3000:]
+    return root
+
+
+def gate(root, candidate):
+    result = bench("gate", "--baseline", root / "base", "--candidate", root / candidate, "--json")
+    return result.returncode, json.loads(result.stdout)
+
+
+@needs_engine
+@pytest.mark.engine
+def test_reference_answers_every_task(runs):
+    quality = json.loads((runs / "base" / "summary.json").read_text())["quality"]
+    assert quality["items"] == int(LIMIT) and quality["scored"] == 3 * int(LIMIT)
+    assert quality["overall"] >= 0.5, quality
+    assert sum(score > 0 for score in quality["by_task"].values()) >= 6, quality["by_task"]
+
+
+@needs_engine
+@pytest.mark.engine
+def test_gate_passes_reference_against_itself(runs):
+    code, result = gate(runs, "again")
+    overall = result["overall"]
+    assert (code, overall["verdict"]) == (0, "PASS"), overall
+    assert 0.85 <= overall["ratio"] <= 1.15 and overall["low"] >= 0.8, overall
+
+
+@needs_engine
+@pytest.mark.engine
+def test_gate_fails_a_degraded_reference(runs):
+    code, result = gate(runs, "degraded")
+    overall = result["overall"]
+    assert (code, overall["verdict"]) == (1, "FAIL"), overall
+    assert overall["ratio"] <= 0.5 and overall["high"] < 0.8, overall
