@@ -23,8 +23,8 @@ across thread counts. Checkpoints (model + optimiser + loss log) go to --work ev
 --checkpoint-s seconds and at the end; rerunning the same command resumes from the last one.
 
 Serving calibration: after training the final norm's scale is multiplied by --sharpen, which
-divides every logit by the same factor before the softcap (a temperature baked into the
-weights), so that sampling at the competition's T 1.0 / top_p 0.95 behaves like a
+multiplies every logit by the same factor before the softcap (temperature 1 / factor baked into
+the weights), so that sampling at the competition's T 1.0 / top_p 0.95 behaves like a
 lower-temperature decode. The factor is recorded in the model card.
 """
 from __future__ import annotations
@@ -217,12 +217,13 @@ def train(args) -> None:
         # drowns the patch contents and the tower stays unused (loss stuck at chance on counting
         # and choice). Small random positions instead.
         model.model.vision_tower.patch_embedder.position_embedding_table.normal_(0.0, 0.02)
+    model.to(args.device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     ckpt = work / "checkpoint.pt"
     log: list[dict] = []
     step = 0
     if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
+        state = torch.load(ckpt, weights_only=False, map_location=args.device)
         if any(state["args"][k] != getattr(args, k) for k in ("seed", "batch", "steps", "lr", "warmup")):
             raise SystemExit(f"{ckpt} was made with other --seed/--batch/--steps/--lr/--warmup; use another --work")
         model.load_state_dict(state["model"])
@@ -239,6 +240,7 @@ def train(args) -> None:
         t0 = time.monotonic()
         items = [draw_item(args.seed, step, slot) for slot in range(args.batch)]
         inputs = batcher.training_inputs(items)
+        inputs = {k: v.to(args.device) for k, v in inputs.items()}
         labels = inputs.pop("labels")
         for group in opt.param_groups:
             group["lr"] = learning_rate(step, args.steps, args.lr, args.warmup)
@@ -297,7 +299,7 @@ def export(args) -> None:
     from transformers import AutoConfig, Gemma4ForConditionalGeneration
 
     work, out = Path(args.work), Path(args.out)
-    state = torch.load(work / "checkpoint.pt", weights_only=False)
+    state = torch.load(work / "checkpoint.pt", weights_only=False, map_location="cpu")
     write_folder(out)
     config = AutoConfig.from_pretrained(out)
     model = Gemma4ForConditionalGeneration(config)
@@ -327,11 +329,11 @@ def export(args) -> None:
         "loss_log": state["log"],
     }
     (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
-    write_card(out, record, [Path(r) for r in args.scores])
+    write_card(out, record, [Path(r) for r in args.scores], args.note)
     print(f"wrote {out} ({record['weights_bytes'] / 1e6:.1f} MB weights, step {state['step']})")
 
 
-def write_card(out: Path, record: dict, runs: list[Path]) -> None:
+def write_card(out: Path, record: dict, runs: list[Path], note: str = "") -> None:
     """The model card: what the model is, how it was made, and what it scored when served."""
     a = record["arch"]
     v = a["vision"]
@@ -363,8 +365,8 @@ def write_card(out: Path, record: dict, runs: list[Path]) -> None:
         "  first reference.",
         f"- AdamW, lr {record['lr']} (warm-up {record['warmup']} steps, cosine to 10 %), weight decay 0.01,",
         "  gradient clip 1.0, float32.",
-        f"- Serving calibration: the final norm's scale is multiplied by {record['sharpen']}, which divides",
-        "  every logit by that factor before the softcap -- a lower temperature baked into the weights, so",
+        f"- Serving calibration: the final norm's scale is multiplied by {record['sharpen']}, which multiplies",
+        "  every logit by that factor before the softcap -- temperature 1/factor baked into the weights, so",
         "  that the competition's sampling (T 1.0, top_p 0.95, top_k 64) draws the model's best answer",
         "  more often.",
         "- `training.json` holds the loss curve (per task, every 10 steps) and the weights' SHA-256.", "",
@@ -384,6 +386,13 @@ def write_card(out: Path, record: dict, runs: list[Path]) -> None:
         for task, score in sorted(quality["by_task"].items()):
             lines.append(f"| {task} | {quality['metric_by_task'][task]} | {score:.3f} |")
         lines += [f"| **overall** | mean over items | **{quality['overall']:.3f}** |", ""]
+        if quality.get("per_item_std_mean") is not None:
+            lines += [f"Mean per-item standard deviation over the samples: {quality['per_item_std_mean']:.3f}.", ""]
+        weak = [t for t, score in sorted(quality["by_task"].items()) if score < 0.2]
+        if weak:
+            lines += [f"Below 0.2 (barely learned in this training budget): {', '.join(weak)}.", ""]
+    if note:
+        lines += ["## Notes", "", note, ""]
     (out / "README.md").write_text("\n".join(lines) + "\n")
 
 
@@ -400,7 +409,7 @@ def evaluate(args) -> None:
     template, max_tokens = suite_spec()
     batcher = Batcher(folder, template)
     model = Gemma4ForConditionalGeneration(AutoConfig.from_pretrained(folder)).float()
-    model.load_state_dict(torch.load(work / "checkpoint.pt", weights_only=False)["model"])
+    model.load_state_dict(torch.load(work / "checkpoint.pt", weights_only=False, map_location="cpu")["model"])
     with torch.no_grad():
         model.model.language_model.norm.weight.mul_(args.sharpen)
     model.eval()
@@ -433,6 +442,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--device", default="cpu", help="torch device for training (cuda on a GPU machine)")
     ap.add_argument("--threads", type=int, default=1)  # 2 threads thrash on a shared 2-core machine
     ap.add_argument("--checkpoint-s", type=float, default=120.0)
     ap.add_argument("--stop-at", type=int, default=0,
@@ -443,11 +453,12 @@ def main() -> None:
     ap.add_argument("--eval-items", type=int, default=70)
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--scores", nargs="*", default=[], help="bench run folders of the served model, for the card")
+    ap.add_argument("--note", default="", help="a paragraph for the card's Notes (e.g. the machine and wall time)")
     ap.add_argument("mode", nargs="?", choices=("train", "export", "eval", "card", "all"), default="all")
     args = ap.parse_args()
     if args.mode == "card":  # only rewrite README.md of an exported folder (e.g. with --scores)
         out = Path(args.out)
-        write_card(out, json.loads((out / "training.json").read_text()), [Path(r) for r in args.scores])
+        write_card(out, json.loads((out / "training.json").read_text()), [Path(r) for r in args.scores], args.note)
         return
     if args.mode in ("train", "all"):
         train(args)

@@ -20,7 +20,7 @@ from tests.conftest import bench
 
 ENGINE_PYTHON = default_engine_venv() / "bin" / "python"
 needs_engine = pytest.mark.skipif(not ENGINE_PYTHON.exists(), reason="vLLM CPU engine not built (nox -s engine)")
-LIMIT = "21"  # 3 items of each of the 7 task types (the suite interleaves them)
+LIMIT = "84"  # 12 items of each of the 7 task types (the suite interleaves them); ~0.1 s each
 NOISE = "1.0"  # degraded copy: noise std = 1 x each decoder matrix's RMS
 REFERENCE = load_variant("reference").model
 
@@ -34,6 +34,19 @@ def test_reference_variant_points_at_the_committed_folder():
         assert config["architectures"] == ["Gemma4ForConditionalGeneration"]
     card = (Path(REFERENCE) / "README.md").read_text()
     assert "## Scores" in card and "overall" in card
+
+
+@needs_engine
+@pytest.mark.engine
+def test_fp8_copy_is_the_model_card_layout_of_the_reference_weights():
+    """reference-fp8 (GPU only) is checked offline: compressed-tensors config, FP8 E4M3 per-tensor
+    weights on exactly the text decoder's Linear layers, everything else unchanged, and the
+    dequantized weights within FP8 rounding of the reference's."""
+    fp8 = load_variant("reference-fp8").model
+    check = subprocess.run([str(ENGINE_PYTHON), "benchmarks/models/convert_fp8.py", REFERENCE, fp8, "--check"],
+                           capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0, check.stdout + check.stderr[-2000:]
+    assert "FP8 tensors" in check.stdout
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +77,9 @@ def gate(root, candidate):
 def test_reference_answers_every_task(runs):
     quality = json.loads((runs / "base" / "summary.json").read_text())["quality"]
     assert quality["items"] == int(LIMIT) and quality["scored"] == 3 * int(LIMIT)
-    assert quality["overall"] >= 0.5, quality
-    assert sum(score > 0 for score in quality["by_task"].values()) >= 6, quality["by_task"]
+    # The full suite scores 0.21 (model card); most task types answer some items right.
+    assert 0.12 <= quality["overall"] <= 0.35, quality
+    assert sum(score > 0 for score in quality["by_task"].values()) >= 5, quality["by_task"]
 
 
 @needs_engine
