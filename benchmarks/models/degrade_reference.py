@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Writes a deliberately degraded copy of a model folder: Gaussian noise added to every weight
-matrix of the text decoder, noise std = --noise x that tensor's own RMS (seeded, so the copy is
-the same on every machine). The gate's FAIL test serves it against the reference model:
-a variant whose true quality ratio is far below 0.8.
+matrix (vision tower, projector, embeddings = tied lm_head, text decoder), noise std = --noise x
+that tensor's own RMS (seeded, so the copy is the same on every machine); norms stay intact. The
+gate's FAIL test serves it against the reference model: a variant whose true quality ratio is
+far below 0.8. (Noise on the decoder's projections alone is not enough: at 1 x RMS the reference
+kept 85 % of its score, since much of it comes from answer formats the embeddings carry.)
 
     python benchmarks/models/degrade_reference.py benchmarks/models/reference OUT --noise 0.5
 
@@ -12,13 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 from pathlib import Path
-
-# Text-decoder matrices: attention and MLP projections. The towers and embeddings stay intact, so
-# the model still reads the image and speaks the format; it answers worse.
-NOISY = re.compile(r"^model\.language_model\.layers\.\d+\.(self_attn|mlp)\.[a-z_]+_proj\.weight$")
 
 
 def degrade(src: Path, out: Path, noise: float, seed: int) -> int:
@@ -29,7 +26,7 @@ def degrade(src: Path, out: Path, noise: float, seed: int) -> int:
     gen = torch.Generator().manual_seed(seed)
     n = 0
     for name in sorted(tensors):
-        if NOISY.match(name):
+        if tensors[name].ndim >= 2 and tensors[name].is_floating_point():
             w = tensors[name].float()
             rms = w.pow(2).mean().sqrt()
             tensors[name] = (w + noise * rms * torch.randn(w.shape, generator=gen)).to(tensors[name].dtype)

@@ -302,6 +302,9 @@ def export(args) -> None:
     state = torch.load(work / "checkpoint.pt", weights_only=False, map_location="cpu")
     write_folder(out)
     config = AutoConfig.from_pretrained(out)
+    # The final softcap (30) would squash the sharpened logits (top logits ~11 x sharpen): raise it
+    # so the sharpening acts as the temperature it is meant to be.
+    config.get_text_config().final_logit_softcapping = args.softcap
     model = Gemma4ForConditionalGeneration(config)
     model.load_state_dict(state["model"])
     with torch.no_grad():
@@ -315,10 +318,12 @@ def export(args) -> None:
         # stopped at the checkpoint's step.
         "command": (f"python benchmarks/models/train_reference.py --work WORK --seed {state['args']['seed']} "
                     f"--steps {state['args']['steps']} --batch {state['args']['batch']} --lr {state['args']['lr']} "
-                    f"--warmup {state['args']['warmup']} --stop-at {state['step']} --sharpen {args.sharpen}"),
+                    f"--warmup {state['args']['warmup']} --stop-at {state['step']} --sharpen {args.sharpen} "
+                    f"--softcap {args.softcap}"),
         "steps_planned": state["args"]["steps"],
         "seed": state["args"]["seed"], "steps": state["step"], "batch": state["args"]["batch"],
         "lr": state["args"]["lr"], "warmup": state["args"]["warmup"], "sharpen": args.sharpen,
+        "final_logit_softcapping": args.softcap,
         "task_weights": TASK_WEIGHTS, "items_seen": state["step"] * state["args"]["batch"],
         "data": "benchmarks/suites/default/build.py generators, random.Random('reference-train/<seed>/<step>/<slot>')",
         "suite_overlap_fraction": suite_overlap(state["args"]["seed"], state["step"], state["args"]["batch"]),
@@ -368,7 +373,8 @@ def write_card(out: Path, record: dict, runs: list[Path], note: str = "") -> Non
         f"- Serving calibration: the final norm's scale is multiplied by {record['sharpen']}, which multiplies",
         "  every logit by that factor before the softcap -- temperature 1/factor baked into the weights, so",
         "  that the competition's sampling (T 1.0, top_p 0.95, top_k 64) draws the model's best answer",
-        "  more often.",
+        "  more often. The final logit softcap is raised to "
+        f"{record.get('final_logit_softcapping')} so that it does not squash the sharpened logits.",
         "- `training.json` holds the loss curve (per task, every 10 steps) and the weights' SHA-256.", "",
         "## Scores (served by vLLM, competition sampling)", "",
     ]
@@ -450,6 +456,7 @@ def main() -> None:
     ap.add_argument("--stop-after-s", type=float, default=0.0, help="save and stop after this long (0: never)")
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--sharpen", type=float, default=2.0)
+    ap.add_argument("--softcap", type=float, default=30.0, help="final_logit_softcapping of the exported model")
     ap.add_argument("--eval-items", type=int, default=70)
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--scores", nargs="*", default=[], help="bench run folders of the served model, for the card")
