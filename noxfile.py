@@ -10,7 +10,7 @@ import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "tests", "wheel"]
 
 ENGINE_SCRIPT = "scripts/install-cpu-engine.sh"
 
@@ -44,6 +44,24 @@ def tests(session: nox.Session) -> None:
     _engine(session)
     session.install("-e", ".[test]")
     session.run("pytest", "-q", "-ra", *session.posargs, env={"PYTHONUNBUFFERED": "1"})
+
+
+@nox.session
+def wheel(session: nox.Session) -> None:
+    """A built (non-editable) wheel installs and works from another directory: package data
+    (the submission schema) ships in it; benchmarks/ is found through BENCH_HOME or the current directory."""
+    root = os.getcwd()
+    out = session.create_tmp()
+    session.install("build")
+    session.run("python", "-m", "build", "--wheel", "--outdir", out, root)
+    wheels = sorted(f for f in os.listdir(out) if f.endswith(".whl"))
+    session.install(os.path.join(out, wheels[-1]))
+    with session.chdir(out):
+        session.run("python", "-c", "import harness, harness.report.submission as s; "
+                    "assert 'site-packages' in harness.__file__ and s.SCHEMA")
+        session.run("bench", "variants", env={"BENCH_HOME": root})
+    with session.chdir(root):  # without BENCH_HOME: the current directory's benchmarks/
+        session.run("bench", "variants")
 
 
 @nox.session

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.energy.analysis import analyse
-from harness.store import load_run
+from harness.finalize import open_run as load_run
 
 HEADER = ("| run | window s | counter J | integral J | Σ attributed + unattributed J | integral vs counter "
           "| sum vs counter | sensor period ms | sample rate Hz | sampler CPU % of a core |")
@@ -47,11 +47,11 @@ def from_runs(paths: list[Path]) -> None:
     print("|" + "---|" * 10)
     for path in paths:
         run = load_run(path)
-        energy = run.summary.get("energy", {})
-        if not energy.get("available"):
-            print(f"| {run.run_id} | energy unavailable: {energy.get('unavailable_reason')} |")
+        energy = run.summary.energy
+        if not energy.available:
+            print(f"| {run.run_id} | energy unavailable: {energy.unavailable_reason} |")
             continue
-        print(row(run.run_id, energy, run.manifest.get("meter", {}).get("extra", {})))
+        print(row(run.run_id, energy.to_dict(), run.manifest.meter.extra if run.manifest.meter else {}))
 
 
 def live(seconds: float, save: Path | None) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.analysis import finalize_run
+from harness.finalize import finalize_run
 from harness.records import SCHEMA_VERSION, RequestRecord
 from harness.report.render import run_report
 from harness.store import load_run
@@ -50,7 +50,8 @@ def synthesize(run_dir: Path, n: int, concurrency: int = 32, seed: int = 0) -> N
         "references": [["an answer"] if i % 3 else ["other"] for i in range(n)], "status": "ok",
         "http_status": None, "error": None, "image_converted_from": None,
     })
-    assert list(frame.columns) == list(RequestRecord.__dataclass_fields__)
+    fields = list(RequestRecord.__dataclass_fields__)
+    assert list(frame.columns) == fields[:len(frame.columns)]  # newer optional fields are read back as None
     frame.to_parquet(run_dir / "requests.parquet", index=False)
     t = np.arange(t0 - 10_000_000_000, int(end_ns.max()) + 20_000_000, 10_000_000, dtype=np.int64)
     power = 120 + 180 * (1 - np.exp(-np.searchsorted(np.sort(start_ns), t) / 5000)) + rng.normal(0, 5, len(t))
@@ -59,9 +60,11 @@ def synthesize(run_dir: Path, n: int, concurrency: int = 32, seed: int = 0) -> N
         run_dir / "power.parquet", index=False)
     manifest = {"schema_version": SCHEMA_VERSION, "run_id": "synthetic", "status": "complete", "created_wall_s": 0,
                 "variant": {"name": "synthetic"}, "server": {}, "host": {},
-                "suite": {"name": "synthetic", "hash": "0" * 64, "items": n}, "sampling_sent": {},
+                "suite": {"name": "synthetic", "source": "synthetic", "hash": "0" * 64, "items": n},
+                "sampling_sent": {},
                 "meter": {"kind": "trace", "gpus": []}, "phase_weights": {"prefill": 1.0, "decode": 1.0},
-                "segments": [{"idle_window_ns": [t0 - 9_000_000_000, t0 - 1_000_000_000]}]}
+                "segments": [{"index": 0, "started_wall_s": 0.0, "clock_wall_minus_mono_ns": 0,
+                              "idle_window_ns": [t0 - 9_000_000_000, t0 - 1_000_000_000]}]}
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
 
 

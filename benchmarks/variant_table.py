@@ -13,17 +13,17 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.store import load_run
+from harness.finalize import open_run as load_run
 
 COLUMNS = [
-    ("J/request", lambda s: s["energy"]["j_per_request_mean"]),
-    ("J/output token", lambda s: s["energy"]["j_per_output_token"]),
-    ("above-idle J/request", lambda s: s["energy"]["above_idle_j_per_request_mean"]),
-    ("idle W", lambda s: s["energy"]["idle_power_w"]),
-    ("mean W", lambda s: s["energy"]["mean_power_w"]),
-    ("e2e p50 s", lambda s: s["latency"]["e2e_s"]["p50"]),
-    ("TTFT p50 s", lambda s: s["latency"]["ttft_s"]["p50"]),
-    ("output tok/s", lambda s: s["latency"]["output_tokens_per_s"]),
+    ("J/request", lambda s: s.energy.j_per_request_mean),
+    ("J/output token", lambda s: s.energy.j_per_output_token),
+    ("above-idle J/request", lambda s: s.energy.above_idle_j_per_request_mean),
+    ("idle W", lambda s: s.energy.idle_power_w),
+    ("mean W", lambda s: s.energy.mean_power_w),
+    ("e2e p50 s", lambda s: s.latency.e2e_s.p50),
+    ("TTFT p50 s", lambda s: s.latency.ttft_s.p50),
+    ("output tok/s", lambda s: s.latency.output_tokens_per_s),
 ]
 
 
@@ -32,11 +32,11 @@ def main(paths: list[Path]) -> None:
     gpu = set()
     for path in paths:
         run = load_run(path)
-        if not run.summary.get("energy", {}).get("available"):
+        if not run.summary.energy.available:
             continue
-        key = (run.manifest["variant"]["name"], run.manifest["settings"]["concurrency"])
+        key = (run.manifest.variant.name if run.manifest.variant else "?", run.manifest.settings.get("concurrency"))
         groups[key].append(run.summary)
-        gpu.update(g["name"] for g in run.manifest.get("meter", {}).get("gpus", []))
+        gpu.update(g.name for g in (run.manifest.meter.gpus if run.manifest.meter else ()))
     print(f"GPU: {', '.join(sorted(gpu)) or 'n/a'}")
     print("| variant | in flight | runs | " + " | ".join(name for name, _ in COLUMNS) + " |")
     print("|---|---|---|" + "---|" * len(COLUMNS))

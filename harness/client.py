@@ -22,9 +22,12 @@ def build_request(item: SuiteItem, model: str, sampling: Sampling, max_tokens: i
     extra_body: dict = {"top_k": sampling.top_k}
     if sampling.ignore_eos:
         extra_body["ignore_eos"] = True
+    if item.system_prompt:  # thinking on: keep <|channel>…<channel|> visible, so a thought block is cut off
+        extra_body["skip_special_tokens"] = False  # (vLLM's Gemma 4 reasoning parser sets this itself)
+    system = [{"role": "system", "content": item.system_prompt}] if item.system_prompt else []  # <|think|>
     request = {
         "model": model,
-        "messages": [{"role": "user", "content": [
+        "messages": [*system, {"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": data_url}},
             {"type": "text", "text": item.prompt},
         ]}],

@@ -37,3 +37,7 @@ class RunAborted(HarnessError):
     What was measured is on disk; the run can be resumed."""
 
     exit_code = 4
+
+
+class HistoryError(HarnessError):
+    """The history database cannot be opened, migrated, read or written."""

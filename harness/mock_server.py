@@ -9,7 +9,13 @@ data URLs shortened), so tests check what the harness *sent*, not what a server 
 
 Modes: normal | error_500 | crash (exits the process on the next request) | hang (accepts,
 never answers) | reset (closes the connection mid-stream) | garbage (malformed SSE) |
-wrong_model | slow (ttft x 20). `fault_rate` injects error_500/reset/garbage at random."""
+wrong_model | slow (ttft x 20). `fault_rate` injects error_500/reset/garbage at random.
+
+Gemma-like answers (mode `gemma`): `POST /_control {"mode": "gemma", "script": [{"match": "text in
+the prompt", "content": "...", "reasoning": "...", "finish": "stop"|"length"}]}` answers each request
+with the first entry whose `match` occurs in its text: reasoning streamed as `reasoning` deltas
+(vLLM ≥ 0.10; `"field": "reasoning_content"` for older servers) then `content` word by word as is
+(thought blocks, markdown and sentences included), usage with reasoning_tokens."""
 
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-MODES = ("normal", "error_500", "crash", "hang", "reset", "garbage", "wrong_model", "slow")
+MODES = ("normal", "error_500", "crash", "hang", "reset", "garbage", "wrong_model", "slow", "gemma")
 
 
 class State:
@@ -37,6 +43,7 @@ class State:
         self.rng = random.Random(args.seed)
         self.lock = threading.Lock()
         self.bodies: list[dict] = []
+        self.script: list[dict] = []  # gemma mode: scripted answers
 
     def record(self, body: dict) -> None:
         shown = json.loads(json.dumps(body))
@@ -98,6 +105,7 @@ def make_handler(state: State):
                     state.ttft_s = update.get("ttft_ms", state.ttft_s * 1000) / 1000
                     state.tokens = update.get("tokens", state.tokens)
                     state.crash_after = update.get("crash_after", state.crash_after)
+                    state.script = update.get("script", state.script)
                 return self._json(200, {"mode": state.mode})
             if self.path != "/v1/chat/completions":
                 return self._json(404, {"error": "not found"})
@@ -138,6 +146,15 @@ def make_handler(state: State):
 
             time.sleep(state.ttft_s * (20 if mode == "slow" else 1))
             send(chunk({"role": "assistant", "content": ""}))
+            if mode == "gemma":
+                for item in gemma_events(state, body, chunk, lambda payload: payload):
+                    if isinstance(item, float):
+                        time.sleep(item)
+                    else:
+                        send(item)
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
+                return
             words = (state.answer or "token " * n).split()[:n] or ["token"]
             for i, word in enumerate(words):
                 if i:
@@ -160,6 +177,30 @@ def make_handler(state: State):
             self.wfile.flush()
 
     return Handler
+
+
+# --- gemma-like answers (mode "gemma"): scripted like Gemma 4 answers through vLLM ----------------------
+def gemma_events(state: State, body: dict, chunk, event):
+    """The scripted entry whose `match` occurs in the request's text: reasoning deltas, then the
+    content word by word as written (thought blocks, markdown, sentences), the finish reason, and
+    usage with reasoning_tokens. Yields what `chunk`/`event` make of each payload, and float pauses."""
+    text = "\n".join(m["content"] if isinstance(m.get("content"), str) else
+                     "\n".join(part.get("text", "") for part in m.get("content") or [] if isinstance(part, dict))
+                     for m in body.get("messages", []) if isinstance(m, dict))
+    entry = next((e for e in state.script if e.get("match", "") in text), {"content": state.answer or ""})
+    reasoning = entry["reasoning"].split(" ") if entry.get("reasoning") else []
+    content = entry["content"].split(" ") if entry.get("content") else []
+    for i, word in enumerate(reasoning):
+        yield chunk({entry.get("field", "reasoning"): ("" if i == 0 else " ") + word})
+    for i, word in enumerate(content):
+        yield state.itl_s
+        yield chunk({"content": ("" if i == 0 else " ") + word})
+    yield chunk({}, entry.get("finish", "stop"))
+    tokens = len(reasoning) + len(content)
+    yield event({"id": "chatcmpl-gemma", "object": "chat.completion.chunk", "created": int(time.time()),
+                 "model": state.model, "choices": [],
+                 "usage": {"prompt_tokens": 100, "completion_tokens": tokens, "total_tokens": 100 + tokens,
+                           "completion_tokens_details": {"reasoning_tokens": len(reasoning)}}})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import sys
+from typing import Protocol
 
 from harness.records import RequestRecord
 
 
+class Progress(Protocol):
+    """Observer of a run's progress (rich bar on a terminal, plain lines otherwise)."""
+
+    def begin(self, total: int, description: str) -> None: ...
+    def advance(self, record: RequestRecord) -> None: ...
+    def message(self, text: str) -> None: ...
+    def end(self) -> None: ...
+
+
 class PlainProgress:
-    def __init__(self, stream=sys.stderr):
-        self.stream, self.total, self.done = stream, 0, 0
+    def __init__(self, stream=None):
+        self.stream, self.total, self.done = stream or sys.stderr, 0, 0
 
     def begin(self, total: int, description: str) -> None:
         self.total, self.done = total, 0
@@ -53,5 +63,5 @@ class RichProgress:
         self.bar.stop()
 
 
-def for_terminal():
+def for_terminal() -> Progress:
     return RichProgress() if sys.stderr.isatty() else PlainProgress()

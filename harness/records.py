@@ -8,9 +8,25 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 
-# Bumped when a stored file changes in a way older readers would misread.
-SCHEMA_VERSION = 1
+# Bumped when a stored file changes in a way older readers would misread (see results.py).
+SCHEMA_VERSION = 2
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETE = "complete"  # written only once the tables and the summary exist
+    INCOMPLETE = "incomplete"  # stopped early; `--resume` finishes it
+    FAILED = "failed"  # bad input or a server that never came up: nothing to resume
+
+
+class EnergyMode(StrEnum):
+    AUTO = "auto"
+    NVML = "nvml"
+    POWER_ONLY = "power-only"
+    NONE = "none"
+    TRACE = "trace"
 
 
 @dataclass(frozen=True)
@@ -67,6 +83,8 @@ class RequestRecord:
     reasoning_text: str = ""  # streamed reasoning (`reasoning_content` / `reasoning` deltas), never scored
     reasoning_tokens: int | None = None  # usage.completion_tokens_details.reasoning_tokens when reported
     anomaly: str | None = None  # what was odd in what the server sent (kept, not fatal), e.g. a missing usage
+    segment: int | None = None  # the run segment (0, then one per --resume) that sent it
+    seq: int | None = None  # its line in the journal: with `segment`, the order attempts were made
 
     @property
     def ok(self) -> bool:

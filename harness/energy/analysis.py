@@ -3,7 +3,7 @@ Pure: takes arrays/dataframes, returns dataclasses/dataframes; no NVML, no files
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -17,6 +17,7 @@ from harness.energy.integrate import (
     energy_between,
     mean_sample_rate_hz,
 )
+from harness.energy.protocol_checks import cache_hit_mask, cache_split, idle_drift_flags, stall_flags
 
 # NVML clock-event ("throttle") reasons that mean the GPU was held back by power or heat.
 # Idle, application clocks, sync boost and display clock are benign and ignored.
@@ -40,10 +41,14 @@ class EnergyWindow:
         return (self.end_ns - self.start_ns) / 1e9
 
 
-@dataclass
+@dataclass(frozen=True)
 class EnergySummary:
     """The energy block of summary.json. Fields are None with `unavailable_reason` set when
-    nothing could be measured (no GPU)."""
+    nothing could be measured (no GPU).
+
+    Identities (asserted on every recorded run in tests): attributed_j + unattributed_j ==
+    total_j, Σ per-request energy_above_idle_j + unattributed_above_idle_j == above_idle_j, and
+    window_s is the same measured window the throughput uses."""
 
     available: bool
     unavailable_reason: str | None = None
@@ -57,7 +62,11 @@ class EnergySummary:
     counter_integral_rel_diff: float | None = None
     idle_power_w: float | None = None
     idle_window_s: float | None = None
-    above_idle_j: float | None = None
+    above_idle_j: float | None = None  # the attribution of (power - idle power), scaled like the total
+    unattributed_above_idle_j: float | None = None
+    idle_after_power_w: float | None = None  # idle power measured after the requests (reported only)
+    idle_after_window_s: float | None = None
+    j_per_correct_answer: float | None = None
     window_s: float | None = None
     mean_power_w: float | None = None
     j_per_request_mean: float | None = None
@@ -65,20 +74,70 @@ class EnergySummary:
     j_per_request_p90: float | None = None
     j_per_output_token: float | None = None
     above_idle_j_per_request_mean: float | None = None
+    # Which requests the j_per_request_* figures cover: "first-seen" when the server reported cached prompt
+    # tokens (cache hits are reported apart in `cache`); "first pass" when it did not and --samples K re-sent
+    # the items without a cache reset between passes; else "all" (harness.energy.protocol_checks).
+    headline_requests: str = "all"
+    cache: dict = field(default_factory=dict)
     prefill_share: float | None = None
     sensor_period_s: float | None = None
     sample_rate_hz: float | None = None
     gap_excluded_s: float = 0.0
     phase_weights: dict = field(default_factory=dict)
+    bad_power_samples: int = 0  # NaN, negative or non-numeric power readings left out
     flags: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+def headline_selection(ok: pd.DataFrame, first_pass_only: bool = False) -> tuple[pd.DataFrame, str]:
+    """The requests the j_per_request_* figures cover (of the final ok ones), and their name: first-seen
+    prompts where the server reported cached tokens (cache hits cost less than anything the competition
+    charges); else the first pass when later passes repeated prompts on a warm cache; else all."""
+    hits = cache_hit_mask(ok)
+    if hits is not None:
+        return (ok[~hits] if (~hits).any() else ok), "first-seen"
+    if first_pass_only:  # no cached-token counts and no cache reset between passes: later passes are repeats
+        return ok[ok["sample_index"] == ok["sample_index"].min()], "first pass"
+    return ok, "all"
+
+
 def run_window(requests: pd.DataFrame) -> EnergyWindow:
     """First request start to last request end (warmup requests are not in the table)."""
     return EnergyWindow(int(requests["start_ns"].min()), int(requests["end_ns"].max()))
+
+
+def measured_windows(requests: pd.DataFrame) -> list[EnergyWindow]:
+    """The one definition of the measured window, for throughput and energy alike: per run
+    segment, its first request start to its last request end. The stretches between segments (a
+    crash, a reboot, `--resume`) are not measured. Rows carry their segment (`segment`)."""
+    if requests.empty:
+        return []
+    if "segment" not in requests or requests["segment"].isna().all():
+        return [run_window(requests)]
+    segment = requests["segment"].fillna(-1)
+    return sorted((run_window(group) for _, group in requests.groupby(segment)), key=lambda w: w.start_ns)
+
+
+def gaps_between(windows: list[EnergyWindow]) -> list[EnergyWindow]:
+    return [EnergyWindow(a.end_ns, b.start_ns) for a, b in zip(windows, windows[1:], strict=False)
+            if b.start_ns > a.end_ns]
+
+
+def measured_duration_s(windows: list[EnergyWindow]) -> float:
+    if not windows:
+        return 0.0
+    return (windows[-1].end_ns - windows[0].start_ns) / 1e9 - sum(g.duration_s for g in gaps_between(windows))
+
+
+def clean_power(samples: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Samples with a finite, non-negative power reading, and how many others were left out."""
+    power = pd.to_numeric(samples["power_w"], errors="coerce")
+    good = np.isfinite(power.to_numpy(np.float64)) & (power.to_numpy(np.float64) >= 0)
+    if good.all():
+        return samples, 0
+    return samples[good].assign(power_w=power[good].astype("float64")), int((~good).sum())
 
 
 def curve_from_samples(samples: pd.DataFrame) -> PowerCurve:
@@ -91,15 +150,21 @@ def unavailable(reason: str) -> EnergySummary:
 
 def analyse(samples: pd.DataFrame, requests: pd.DataFrame, *, idle: EnergyWindow | None,
             weights: PhaseWeights = PhaseWeights(), power_limit_w: float | None = None,
-            gaps: list[EnergyWindow] = ()) -> tuple[pd.DataFrame, EnergySummary]:
+            gaps: list[EnergyWindow] | None = None, idle_after: EnergyWindow | None = None,
+            first_pass_only: bool = False) -> tuple[pd.DataFrame, EnergySummary]:
     """Energy columns for every request row and the run's energy summary.
 
-    `gaps` are stretches to leave out (a server restart during a resumed run): their energy is
-    neither attributed nor counted in the total, and the summary says how long they were."""
+    `gaps` are stretches to leave out (between run segments: a crash and `--resume`); by default
+    those between the requests' segments (`measured_windows`). Their energy is neither attributed
+    nor counted in the total, and the summary says how long they were."""
     if requests.empty:
         return requests, unavailable("no requests were measured")
+    samples, bad = clean_power(samples)
     if samples.empty:
-        return requests, unavailable("the power trace is empty")
+        return requests, unavailable("the power trace is empty" if not bad else
+                                     f"the power trace has no valid reading ({bad} NaN/negative/non-numeric)")
+    if gaps is None:
+        gaps = gaps_between(measured_windows(requests))
     window = run_window(requests)
     samples = hold_edges(samples, window)
     curve = curve_from_samples(samples)
@@ -116,18 +181,19 @@ def analyse(samples: pd.DataFrame, requests: pd.DataFrame, *, idle: EnergyWindow
     integral_j = raw.window_j - gap_j
     counter_j = _counter_j(samples, window, gaps)
 
-    idle_power_w = None
-    if idle is not None and idle.duration_s > 0 and curve.covers(idle.start_ns, idle.end_ns):
-        idle_power_w = energy_between(curve, idle.start_ns, idle.end_ns) / idle.duration_s
-    above = attribute(curve.shifted(idle_power_w), schedule, (window.start_ns, window.end_ns), weights) \
-        if idle_power_w is not None else None
+    idle_power_w, idle_after_power_w = (_mean_power_w(curve, w) for w in (idle, idle_after))
 
     # The sampled power decides who gets the joules; the counter, where there is one, how many:
     # shares are scaled so that Σ requests + unattributed equals the counter's total exactly.
+    # Above-idle is the same attribution of (power - idle power), scaled alike: one definition,
+    # so Σ per-request above-idle + unattributed above-idle is the summary's above-idle total.
     scale = counter_j / integral_j if counter_j and integral_j > 0 else 1.0
     att = raw.scaled(scale, less_unattributed_j=gap_j)
-    if above is not None:
-        above = above.scaled(scale)
+    above = None
+    if idle_power_w is not None:
+        shifted = curve.shifted(idle_power_w)
+        above = attribute(shifted, schedule, (window.start_ns, window.end_ns), weights).scaled(
+            scale, less_unattributed_j=sum(energy_between(shifted, g.start_ns, g.end_ns) for g in gaps))
     out = requests.copy()
     out["prefill_energy_j"] = att.prefill_j
     out["decode_energy_j"] = att.decode_j
@@ -136,10 +202,13 @@ def analyse(samples: pd.DataFrame, requests: pd.DataFrame, *, idle: EnergyWindow
     tokens = out["completion_tokens"].astype("float64")
     out["j_per_output_token"] = np.where(tokens > 0, out["energy_j"] / tokens.where(tokens > 0, 1), np.nan)
 
-    window_s = window.duration_s - sum(g.duration_s for g in gaps)
+    window_s = window.duration_s - sum(g.duration_s for g in gaps)  # = measured_duration_s of the windows
     total_j = counter_j if counter_j is not None else integral_j
     ok = out[out["status"] == "ok"]
-    per_request = ok["energy_j"] if len(ok) else out["energy_j"]
+    if "retried" in ok:
+        ok = ok[~ok["retried"].astype(bool)]
+    headline, headline_requests = headline_selection(ok, first_pass_only)
+    per_request = headline["energy_j"] if len(headline) else out["energy_j"]
     total_tokens = float(ok["completion_tokens"].fillna(0).sum())
     in_window = samples[(samples["t_ns"] >= window.start_ns) & (samples["t_ns"] <= window.end_ns)]
     sensor_period = _sensor_period(samples)
@@ -150,23 +219,36 @@ def analyse(samples: pd.DataFrame, requests: pd.DataFrame, *, idle: EnergyWindow
         attributed_j=float(att.request_j.sum()), unattributed_j=att.unattributed_j, attribution_scale=scale,
         counter_integral_rel_diff=(integral_j - counter_j) / counter_j if counter_j else None,
         idle_power_w=idle_power_w, idle_window_s=idle.duration_s if idle else None,
-        above_idle_j=total_j - idle_power_w * window_s if idle_power_w is not None else None,
+        above_idle_j=above.window_j if above is not None else None,
+        unattributed_above_idle_j=above.unattributed_j if above is not None else None,
+        idle_after_power_w=idle_after_power_w, idle_after_window_s=idle_after.duration_s if idle_after else None,
         window_s=window_s, mean_power_w=integral_j / window_s if window_s > 0 else None,
         j_per_request_mean=float(per_request.mean()), j_per_request_median=float(per_request.median()),
         j_per_request_p90=float(per_request.quantile(0.9)),
         j_per_output_token=float(ok["energy_j"].sum()) / total_tokens if total_tokens else None,
-        above_idle_j_per_request_mean=(float(ok["energy_above_idle_j"].mean())
-                                       if above is not None and len(ok) else None),
+        above_idle_j_per_request_mean=(float(headline["energy_above_idle_j"].mean())
+                                       if above is not None and len(headline) else None),
+        headline_requests=headline_requests, cache=cache_split(ok).to_dict(),
         prefill_share=float(att.prefill_j.sum() / att.request_j.sum()) if att.request_j.sum() > 0 else None,
         sensor_period_s=sensor_period, sample_rate_hz=mean_sample_rate_hz(samples["t_ns"].to_numpy()),
         gap_excluded_s=sum(g.duration_s for g in gaps),
-        phase_weights={"prefill": weights.prefill, "decode": weights.decode},
+        phase_weights={"prefill": weights.prefill, "decode": weights.decode}, bad_power_samples=bad,
     )
-    summary.flags = validity_flags(summary, in_window, power_limit_w)
+    flags = (validity_flags(summary, in_window, power_limit_w, peak_power_w(curve, window))
+             + stall_flags(ok, curve, idle_power_w, (window.start_ns, window.end_ns))
+             + idle_drift_flags(idle_power_w, idle_after_power_w))
     if gaps:
-        summary.flags.append(f"resumed: {len(gaps)} gap(s) between run segments ({summary.gap_excluded_s:.1f} s) "
-                              f"left out of the energy")
-    return out, summary
+        flags.append(f"resumed: {len(gaps)} gap(s) between run segments ({summary.gap_excluded_s:.1f} s) "
+                     f"left out of the energy")
+    if bad:
+        flags.append(f"bad_power_samples: {bad} NaN, negative or non-numeric power reading(s) left out")
+    return out, replace(summary, flags=flags)
+
+
+def _mean_power_w(curve: PowerCurve, window: EnergyWindow | None) -> float | None:
+    if window is None or window.duration_s <= 0 or not curve.covers(window.start_ns, window.end_ns):
+        return None
+    return energy_between(curve, window.start_ns, window.end_ns) / window.duration_s
 
 
 def _counter_j(samples: pd.DataFrame, window: EnergyWindow, gaps: list[EnergyWindow]) -> float | None:
@@ -214,7 +296,13 @@ def _sensor_period(samples: pd.DataFrame) -> float | None:
     return max(periods) if periods else None
 
 
-def validity_flags(summary: EnergySummary, in_window: pd.DataFrame, power_limit_w: float | None) -> list[str]:
+def peak_power_w(curve: PowerCurve, window: EnergyWindow) -> float | None:
+    inside = curve.power_w[(curve.t_ns >= window.start_ns) & (curve.t_ns <= window.end_ns)]
+    return float(inside.max()) if len(inside) else None
+
+
+def validity_flags(summary: EnergySummary, in_window: pd.DataFrame, power_limit_w: float | None,
+                   peak_w: float | None = None) -> list[str]:
     """Findings a reviewer must see, as data. Each flag is a short code + plain words."""
     flags = []
     if summary.sensor_period_s and summary.window_s < MIN_SENSOR_PERIODS * summary.sensor_period_s:
@@ -227,10 +315,8 @@ def validity_flags(summary: EnergySummary, in_window: pd.DataFrame, power_limit_
             and summary.mean_power_w < 0.95 * summary.idle_power_w:
         flags.append(f"below_idle: mean power {summary.mean_power_w:.0f} W is below the idle baseline "
                      f"{summary.idle_power_w:.0f} W")
-    if power_limit_w and len(in_window):
-        peak = in_window.groupby("t_ns")["power_w"].sum().max()
-        if peak > power_limit_w:
-            flags.append(f"above_limit: power reached {peak:.0f} W, above the board limit {power_limit_w:.0f} W")
+    if power_limit_w and peak_w is not None and peak_w > power_limit_w:
+        flags.append(f"above_limit: power reached {peak_w:.0f} W, above the board limit {power_limit_w:.0f} W")
     if "temperature_c" in in_window and in_window["temperature_c"].notna().any():
         temps = in_window.groupby("gpu")["temperature_c"]
         rise = float((temps.max() - temps.min()).max())

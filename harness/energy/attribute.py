@@ -27,6 +27,7 @@ times the sum of u_i over the phase's segments -- a difference of prefix sums, O
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,8 +41,8 @@ class PhaseWeights:
     decode: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.prefill <= 0 or self.decode <= 0:
-            raise ValueError("phase weights must be positive")
+        if not (0 < self.prefill < math.inf and 0 < self.decode < math.inf):  # NaN fails this too
+            raise ValueError("phase weights must be positive and finite")
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,8 @@ def read_trace_file(path: Path, clock: RunClock | None = None) -> pd.DataFrame:
         if col not in frame:
             frame[col] = np.nan
     frame = frame[["t_ns", "gpu", "power_w", "energy_mj", "temperature_c", "sm_clock_mhz", "throttle_reasons"]]
+    # Non-numeric readings become NaN: analysis leaves them out and flags them (never a traceback).
+    frame = frame.assign(**{c: pd.to_numeric(frame[c], errors="coerce") for c in ("power_w", "energy_mj")})
     frame = frame.astype({"t_ns": "int64", "gpu": "int64", "power_w": "float64"})
     return frame.sort_values(["t_ns", "gpu"], ignore_index=True)
 
@@ -105,8 +107,12 @@ class TraceMeter:
 
     def stop(self) -> list[PowerSample]:
         frame = read_trace_file(self.path, self.clock)
-        return [PowerSample(int(r.t_ns), int(r.gpu), float(r.power_w),
-                            None if pd.isna(r.energy_mj) else float(r.energy_mj))
+        def value(x):
+            return None if pd.isna(x) else float(x)
+
+        # Every column the trace carries is kept (temperature, clock and throttle feed the validity flags).
+        return [PowerSample(int(r.t_ns), int(r.gpu), float(r.power_w), value(r.energy_mj), value(r.temperature_c),
+                            value(r.sm_clock_mhz), None if pd.isna(r.throttle_reasons) else int(r.throttle_reasons))
                 for r in frame.itertuples()]
 
 
@@ -133,8 +139,9 @@ class NvmlMeter:
     once a second and at stop. Temperature, SM clock and clock-event reasons once a second."""
 
     def __init__(self, gpus: list[str], rate_hz: float = 100.0, power_only: bool = False,
-                 slow_period_s: float = 1.0, counter_period_s: float = 1.0, nvml=None):
-        """`nvml`: the NVML binding (the `pynvml` module by default; tests pass a stand-in)."""
+                 slow_period_s: float = 1.0, counter_period_s: float = 1.0, nvml=None, probe_s: float = 1.0):
+        """`nvml`: the NVML binding (the `pynvml` module by default; tests pass a stand-in).
+        `probe_s`: how long to read as fast as possible to measure the sensor's update period."""
         if nvml is None:
             try:
                 import pynvml as nvml
@@ -174,7 +181,7 @@ class NvmlMeter:
             power_source="NVML_FI_DEV_POWER_INSTANT" if self.use_instant else "nvmlDeviceGetPowerUsage",
             driver_version=self._str(pynvml.nvmlSystemGetDriverVersion()),
             nvml_version=self._str(pynvml.nvmlSystemGetNVMLVersion()),
-            requested_rate_hz=rate_hz, sensor_period_s=self._probe_sensor_period(),
+            requested_rate_hz=rate_hz, sensor_period_s=self._probe_sensor_period(probe_s),
         )
         self._samples: list[PowerSample] = []
         self._lock = threading.Lock()

@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from harness.energy.analysis import clean_power, curve_from_samples  # noqa: E402
+
 MAX_POINTS = 20_000  # power points drawn; longer traces are averaged into bins first
 DPI = 110
 
@@ -33,9 +35,9 @@ def in_flight(requests: pd.DataFrame, grid_ns: np.ndarray) -> np.ndarray:
 def power_over_time(power: pd.DataFrame, requests: pd.DataFrame, idle_w: float | None, path: Path) -> Path | None:
     if power.empty or requests.empty:
         return None
-    total = power.groupby("t_ns")["power_w"].sum()
+    curve = curve_from_samples(clean_power(power)[0])  # summed over GPUs as the energy numbers are
     t0 = int(requests["start_ns"].min())
-    t, p = (total.index.to_numpy(np.int64) - t0) / 1e9, total.to_numpy(float)
+    t, p = (curve.t_ns - t0) / 1e9, curve.power_w
     if len(t) > MAX_POINTS:
         bins = np.linspace(t[0], t[-1], MAX_POINTS + 1)
         which = np.clip(np.digitize(t, bins) - 1, 0, MAX_POINTS - 1)
@@ -101,7 +103,7 @@ def phase_energy(requests: pd.DataFrame, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def energy_vs_quality(points: list[dict], threshold_quality: float | None, path: Path) -> Path:
+def energy_vs_quality(points: list[dict], threshold_quality: float | None, path: Path, threshold: float = 0.8) -> Path:
     """One point per run: x J/request, y quality, with the quality interval as error bars."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for point in points:
@@ -113,7 +115,7 @@ def energy_vs_quality(points: list[dict], threshold_quality: float | None, path:
         ax.errorbar([x], [y], yerr=yerr, fmt="o", capsize=4)
         ax.annotate(point["label"], (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
     if threshold_quality is not None:
-        ax.axhline(threshold_quality, color="#b00", ls="--", lw=1, label="quality gate (80 % of baseline)")
+        ax.axhline(threshold_quality, color="#b00", ls="--", lw=1, label=f"quality gate ({threshold:.0%} of baseline)")
         ax.legend(fontsize=8)
     ax.set_xlabel("energy per request (J)")
     ax.set_ylabel("quality (mean score)")

@@ -13,12 +13,14 @@ from pathlib import Path
 import jsonschema
 
 from harness import __version__
-from harness.config import COMPETITION_SAMPLING
-from harness.errors import ResultsError
+from harness.config import COMPETITION_SAMPLING, Sampling
+from harness.energy.protocol_checks import flag_code, protocol_flags
+from harness.errors import ConfigError, ResultsError
 from harness.report.document import Document, write
 from harness.report.render import fmt
-from harness.scoring.gate import PASS, GateResult
-from harness.store import RunData
+from harness.results import jsonable
+from harness.scoring.gate import INCONCLUSIVE, PASS, GateResult, verdict_for
+from harness.store import RunData, output_dir, read_json, write_json
 
 SCHEMA = json.loads((Path(__file__).with_name("submission.schema.json")).read_text())
 SUMMARISED_FILES = ("manifest.json", "summary.json", "requests.parquet", "power.parquet")
@@ -43,53 +45,108 @@ def reviewer_findings(doc: dict) -> list[str]:
     for flag in energy.get("flags", []):
         if flag.startswith(("short_window", "counter_mismatch")):
             found.append(f"energy validity: {flag}")
+    protocol = doc.get("protocol") or {"flags": [], "accepted": {}}
+    found += [f"protocol validity: {flag}" for flag in protocol["flags"]
+              if flag_code(flag) not in protocol["accepted"]]
     if doc["run"]["status"] != "complete":
         found.append(f"the run is {doc['run']['status']}, not complete")
     if doc["gate"]["verdict"] != PASS:
         found.append(f"quality gate not passed ({doc['gate']['verdict']})")
     sampling = doc["sampling"]
-    for key, want in COMPETITION_SAMPLING.items():
-        if sampling.get(key) != want:
-            found.append(f"sampling {key}={sampling.get(key)} is not the competition's {want}")
+    try:
+        competition = Sampling(**{k: sampling.get(k) for k in COMPETITION_SAMPLING}).is_competition()
+    except TypeError:
+        competition = False
+    if not competition:  # name each setting that differs
+        found += [f"sampling {k}={sampling.get(k)} is not the competition's {want}"
+                  for k, want in COMPETITION_SAMPLING.items() if sampling.get(k) != want]
+    g = doc["gate"]
+    if g["low"] is None or g["high"] is None:
+        expected = INCONCLUSIVE
+    else:
+        expected = verdict_for(g["low"], g["high"], g["threshold"])
+    if g["verdict"] != expected:
+        found.append(f"gate verdict {g['verdict']} does not follow from the interval [{g['low']}, {g['high']}] "
+                     f"and threshold {g['threshold']} (that gives {expected})")
     return found
 
 
-def build(run: RunData, baseline: RunData, gate: GateResult) -> dict:
+def file_findings(doc: dict, folder: Path) -> list[str]:
+    """The files the submission summarises, checked against their recorded SHA-256 when the run
+    folder is beside the submission file."""
+    found = []
+    for name, digest in doc.get("files", {}).items():
+        path = folder / name
+        if not path.is_file():
+            continue
+        if sha256(path) != digest:
+            found.append(f"{name} changed since the submission was written (sha256 differs)")
+    return found
+
+
+def build(run: RunData, baseline: RunData, gate: GateResult, accepted: dict[str, str] | None = None) -> dict:
+    """`accepted`: protocol flag code → the reason it is accepted (recorded in the submission)."""
+    from dataclasses import asdict
+
     m, s = run.manifest, run.summary
-    e, lat = s["energy"], s["latency"]
-    meter = m.get("meter", {})
-    variant = m.get("variant", {})
+    e, lat = s.energy, s.latency
+    meter, variant, server = m.meter, m.variant, m.server
     doc = {
         "format": "energy-harness/submission", "format_version": 1,
         "created_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "run": {"run_id": run.run_id, "status": m.get("status"), "variant": variant.get("name"),
-                "model": variant.get("model") or m.get("server", {}).get("model"),
-                "server_flags": variant.get("vllm") or {}, "server_env": variant.get("env") or {},
-                "requests": lat["requests"], "failed": lat["failed"]},
-        "hardware": {"gpus": meter.get("gpus", []), "driver": meter.get("driver_version"),
-                     "power_source": meter.get("power_source"), "host": m.get("host", {})},
-        "software": {"harness": __version__, "vllm": m.get("server", {}).get("vllm_version")},
-        "suite": {"name": m["suite"]["name"], "sha256": m["suite"]["hash"], "items": m["suite"]["items"]},
-        "sampling": m.get("sampling_sent", {}),
+        "run": {"run_id": run.run_id, "status": m.status.value, "variant": variant.name if variant else None,
+                "model": (variant.model if variant else None) or (server.model if server else None),
+                "server_flags": dict(variant.vllm) if variant else {},
+                "server_env": dict(variant.env) if variant else {},
+                "requests": lat.requests, "failed": lat.failed},
+        "hardware": {"gpus": [asdict(g) for g in meter.gpus] if meter else [],
+                     "driver": meter.driver_version if meter else None,
+                     "power_source": meter.power_source if meter else None, "host": m.host},
+        "software": {"harness": __version__, "vllm": server.vllm_version if server else None},
+        "suite": {"name": m.suite.name, "sha256": m.suite.hash, "items": m.suite.items},
+        "sampling": m.sampling_sent,
         "energy": {
-            "available": e["available"], "unavailable_reason": e.get("unavailable_reason"),
-            "total_j": e.get("total_j"), "total_wh": e["total_j"] / 3600 if e.get("total_j") is not None else None,
-            "above_idle_j": e.get("above_idle_j"), "idle_power_w": e.get("idle_power_w"), "source": e.get("source"),
-            "counter_integral_rel_diff": e.get("counter_integral_rel_diff"), "window_s": e.get("window_s"),
-            "sensor_period_s": e.get("sensor_period_s"),
-            "j_per_request": {k: e.get(f"j_per_request_{k}") for k in ("mean", "median", "p90")},
-            "j_per_output_token": e.get("j_per_output_token"), "j_per_correct_answer": e.get("j_per_correct_answer"),
-            "flags": e.get("flags", []),
+            "available": e.available, "unavailable_reason": e.unavailable_reason,
+            "total_j": e.total_j, "total_wh": e.total_j / 3600 if e.total_j is not None else None,
+            "above_idle_j": e.above_idle_j, "idle_power_w": e.idle_power_w, "source": e.source,
+            "counter_integral_rel_diff": e.counter_integral_rel_diff, "window_s": e.window_s,
+            "sensor_period_s": e.sensor_period_s,
+            "j_per_request": {"mean": e.j_per_request_mean, "median": e.j_per_request_median,
+                              "p90": e.j_per_request_p90},
+            "j_per_output_token": e.j_per_output_token, "j_per_correct_answer": e.j_per_correct_answer,
+            "flags": list(e.flags),
         },
         "gate": {"baseline_run_id": baseline.run_id, "verdict": gate.verdict, "ratio": gate.overall.ratio,
                  "low": gate.overall.low, "high": gate.overall.high, "threshold": gate.threshold,
                  "confidence": gate.confidence, "items": gate.overall.items,
                  "baseline_quality": gate.overall.baseline_mean, "candidate_quality": gate.overall.candidate_mean},
         "files": {name: sha256(run.dir / name) for name in SUMMARISED_FILES if (run.dir / name).exists()},
+        "protocol": {"flags": protocol_flags([*e.flags, *s.flags]), "accepted": dict(accepted or {})},
     }
+    doc = jsonable(doc)
     doc["findings"] = reviewer_findings(doc)
     validate(doc)
     return doc
+
+
+def write_submission(run_dir: Path, baseline_dir: Path, out: Path | None = None,
+                     accepted: dict[str, str] | None = None) -> tuple[dict, Path, Path, Path]:
+    """`bench submit`: gate the run against the baseline, write submission.json and its page.
+    A run with protocol flags (harness.energy.protocol_checks) is refused, nothing written, unless
+    every such flag is accepted with a reason."""
+    from harness.comparison import load_comparable, run_gate
+
+    (baseline, run), _ = load_comparable([baseline_dir, run_dir])
+    doc = build(run, baseline, run_gate(baseline, run, force=True), accepted)
+    blocking = sorted({flag_code(f) for f in doc["protocol"]["flags"]} - set(doc["protocol"]["accepted"]))
+    if blocking:
+        raise ConfigError(f"{run.dir}: validity flags block the submission ({', '.join(blocking)}): measure again "
+                          f"after a warm-up at the run's concurrency, or accept each with --accept-flag "
+                          f"{blocking[0]}='why it does not matter'")
+    target = output_dir(out or run.dir)
+    write_json(target / "submission.json", doc)
+    md, page = render(doc, target)
+    return doc, target / "submission.json", md, page
 
 
 def validate(doc: dict) -> None:
@@ -101,15 +158,12 @@ def validate(doc: dict) -> None:
 
 
 def check(path: Path) -> tuple[dict, list[str]]:
-    """Validate a submission file and re-derive its findings (never trust the stored list)."""
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ResultsError(f"{path} not found") from None
-    except json.JSONDecodeError as exc:
-        raise ResultsError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    """Validate a submission file and re-derive its findings (never trust the stored list),
+    including the SHA-256 of every summarised file found beside it."""
+    path = Path(path)
+    doc = read_json(path)
     validate(doc)
-    return doc, reviewer_findings(doc)
+    return doc, reviewer_findings(doc) + file_findings(doc, path.parent)
 
 
 def render(doc: dict, out: Path) -> tuple[Path, Path]:
@@ -129,6 +183,10 @@ def render(doc: dict, out: Path) -> tuple[Path, Path]:
     ])
     page.heading("Reviewer findings")
     page.bullets(doc["findings"] or ["none"], css="flag" if doc["findings"] else None)
+    accepted = (doc.get("protocol") or {}).get("accepted") or {}
+    if accepted:
+        page.heading("Protocol flags accepted by the submitter")
+        page.bullets([f"{code}: {reason}" for code, reason in accepted.items()], css="flag")
     page.heading("Files summarised (SHA-256)")
     page.table(["file", "sha256"], [[k, v] for k, v in doc["files"].items()])
     return write(page, out, "submission")

@@ -8,6 +8,8 @@ from harness.scoring.gate import GateResult, RatioEstimate
 def _interval(e: RatioEstimate) -> str:
     if e.ratio is None:
         return "ratio undefined"
+    if e.low is None:
+        return f"ratio {e.ratio:.3f}  no interval ({e.note})"
     return f"ratio {e.ratio:.3f}  CI [{e.low:.3f}, {e.high:.3f}]"
 
 

@@ -20,6 +20,12 @@ import pandas as pd
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 EXIT_CODES = {PASS: 0, FAIL: 1, INCONCLUSIVE: 3}
+# The gate's defaults, used by every command that gates (gate, compare, submit).
+DEFAULT_THRESHOLD = 0.8
+DEFAULT_CONFIDENCE = 0.95
+DEFAULT_RESAMPLES = 10_000
+MIN_RESAMPLES = 1_000  # fewer makes the interval's tails (2.5 % of the resamples) a handful of draws
+MIN_ITEMS = 5  # fewer paired items: no interval worth stating ("too few items", never NaN)
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,9 @@ def bootstrap_ratio(baseline: np.ndarray, candidate: np.ndarray, *, threshold: f
     """`baseline[i]`, `candidate[i]`: the per-item mean scores of item i in each run."""
     n = len(baseline)
     b_mean, c_mean = float(baseline.mean()), float(candidate.mean())
+    if n < MIN_ITEMS:
+        return RatioEstimate(b_mean, c_mean, c_mean / b_mean if b_mean else None, None, None, n, INCONCLUSIVE,
+                             note=f"too few items ({n}, need at least {MIN_ITEMS}) for an interval")
     if b_mean == 0:
         return RatioEstimate(b_mean, c_mean, None, None, None, n, INCONCLUSIVE,
                              note="the baseline scores 0 on these items: the quality ratio is undefined")
@@ -74,7 +83,7 @@ def bootstrap_ratio(baseline: np.ndarray, candidate: np.ndarray, *, threshold: f
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = np.where(b > 0, c / np.where(b > 0, b, 1), np.where(c > 0, np.inf, 1.0))
     alpha = (1 - confidence) / 2
-    low, high = (float(x) for x in np.quantile(ratios, [alpha, 1 - alpha]))
+    low, high = (float(x) for x in np.quantile(ratios, [alpha, 1 - alpha], method="inverted_cdf"))
     ratio = c_mean / b_mean
     verdict = verdict_for(low, high, threshold)
     return RatioEstimate(b_mean, c_mean, ratio, low, high, n, verdict,
@@ -103,12 +112,19 @@ def paired_items(baseline: pd.DataFrame, candidate: pd.DataFrame) -> pd.DataFram
     return pd.DataFrame({"task": joined["task"], "baseline": joined["score_b"], "candidate": joined["score_c"]})
 
 
-def gate(pairs: pd.DataFrame, *, threshold: float = 0.8, confidence: float = 0.95, resamples: int = 10_000,
-         seed: int = 0) -> GateResult:
+def check_parameters(threshold: float, confidence: float, resamples: int) -> None:
+    """ValueError naming the option when a gate parameter is out of range."""
     if not 0 < threshold <= 1:
-        raise ValueError("threshold must be in (0, 1]")
+        raise ValueError(f"--threshold must be in (0, 1], got {threshold}")
     if not 0 < confidence < 1:
-        raise ValueError("confidence must be in (0, 1)")
+        raise ValueError(f"--confidence must be in (0, 1), got {confidence}")
+    if resamples < MIN_RESAMPLES:
+        raise ValueError(f"--resamples must be at least {MIN_RESAMPLES}, got {resamples}")
+
+
+def gate(pairs: pd.DataFrame, *, threshold: float = DEFAULT_THRESHOLD, confidence: float = DEFAULT_CONFIDENCE,
+         resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> GateResult:
+    check_parameters(threshold, confidence, resamples)
     rng = np.random.default_rng(seed)
 
     def estimate(frame: pd.DataFrame) -> RatioEstimate:

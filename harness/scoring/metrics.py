@@ -12,8 +12,12 @@ Every per-answer score is in [0, 1], so scores of different tasks can be average
 |                   | target ("%" means /100), otherwise case-insensitive exact match          |
 | contains          | OCRBench: the lower-cased reference occurs in the lower-cased answer     |
 | exact_match       | normalised exact match (VQA normalisation)                               |
-| multiple_choice   | option letter extracted from the answer ("B", "(B)", "B.", "Answer: B") |
+| multiple_choice   | the option's letter ("B", "(B)", "B.", "B. text", "Answer: B") or the   |
+|                   | option's text; nothing else (AI2D / ScienceQA / MMMU in lmms-eval)       |
 | cider             | CIDEr-D (pycocoevalcap) over the suite, /10 to land in [0, 1]            |
+
+Every prediction first goes through `answers.clean_answer` (thought block, markdown emphasis,
+trailing period), so the metrics see the answer, not its wrapping.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 
 from rapidfuzz.distance import Levenshtein
+
+from harness.scoring.answers import clean_answer
 
 # --- VQA answer normalisation (vqaEval.py of the VQA / TextVQA evaluation) ----------------
 CONTRACTIONS = {
@@ -148,32 +154,50 @@ def relaxed_accuracy(prediction: str, references: Sequence[str], tolerance: floa
     return 0.0
 
 
+def _fold_fullwidth(text: str) -> str:
+    """Fullwidth ASCII (U+FF01..FF5E) and the ideographic space to ASCII, as lmms-eval's OCRBench."""
+    return "".join(" " if c == "\u3000" else chr(ord(c) - 0xFEE0) if "\uff01" <= c <= "\uff5e" else c for c in text)
+
+
 def contains(prediction: str, references: Sequence[str]) -> float:
-    """OCRBench: the reference, lower-cased and stripped, occurs in the answer."""
-    pred = prediction.lower().strip().replace("\n", " ")
-    return float(any(r.lower().strip().replace("\n", " ") in pred for r in references if r.strip()))
+    """OCRBench: the reference, lower-cased and stripped, occurs in the answer (fullwidth folded).
+    lmms-eval also drops every space for its HME100k formulas; we do not (no dataset column here)."""
+    pred = _fold_fullwidth(prediction).lower().strip().replace("\n", " ")
+    return float(any(_fold_fullwidth(r).lower().strip().replace("\n", " ") in pred for r in references if r.strip()))
 
 
+# The forms of a chosen option, and nothing else: "B", "B.", "(B)", "B)", "B: …"/"B. …" (lmms-eval's
+# AI2D/ScienceQA filters take a letter followed by "." at the start), "Answer: B", "The answer is (B)".
+# A sentence that merely starts with the article "A" is not option A.
 _CHOICE = [
-    re.compile(r"^\s*\(?([A-Ha-h])\)?\s*$"),  # "B", "(b)"
-    re.compile(r"^\s*\(?([A-H])[.):]"),  # "B. cat", "(B) cat", "B: cat"
-    re.compile(r"(?:answer|option|choice)\s*(?:is)?\s*[:\-]?\s*\(?([A-H])\b", re.IGNORECASE),
-    re.compile(r"\(([A-H])\)"),
-    re.compile(r"\b([A-H])\b"),
+    re.compile(r"^\(?([A-Za-z])\)?[.:)]?$"),
+    re.compile(r"^\(?([A-Z])[.):]\s+\S"),
+    re.compile(r"^(?:the\s+)?(?:correct\s+)?(?:answer|option|choice)(?:\s+is)?\s*[:\-]?\s*\(?([A-Z])\)?[.)]?$",
+               re.IGNORECASE),
 ]
 
 
 def extract_choice(prediction: str) -> str | None:
+    text = prediction.strip()
     for pattern in _CHOICE:
-        match = pattern.search(prediction)
+        match = pattern.match(text)
         if match:
             return match.group(1).upper()
     return None
 
 
 def multiple_choice(prediction: str, references: Sequence[str]) -> float:
+    """References: the correct letter, then (optionally) the correct option's text. The answer is
+    right when it names that letter in one of the accepted forms, or is that option's text
+    (VQA-normalised: case, articles, punctuation)."""
+    if not references:
+        return 0.0
+    letter = references[0].strip().upper()[:1]
     choice = extract_choice(prediction)
-    return float(choice is not None and any(choice == r.strip().upper()[:1] for r in references))
+    if choice is not None:
+        return float(choice == letter)
+    texts = [normalize_vqa(t) for t in references[1:] if t.strip()]
+    return float(bool(texts) and normalize_vqa(prediction) in texts)
 
 
 # --- CIDEr-D (corpus level) ---------------------------------------------------------------
@@ -191,15 +215,19 @@ def _ngrams(tokens: list[str], n: int) -> Counter:
 
 
 def cider_d(predictions: Sequence[str], references: Sequence[Sequence[str]], sigma: float = 6.0) -> list[float]:
-    """CIDEr-D per item (document frequencies over the whole set of references), as
-    pycocoevalcap's CiderD: n = 1..4, TF-IDF vectors, clipped candidate counts, Gaussian length
-    penalty, ×10. Divide by 10 for a [0, 1]-ish score."""
+    """CIDEr-D per answer, as pycocoevalcap's CiderD: n = 1..4, TF-IDF vectors, clipped candidate
+    counts, Gaussian length penalty, ×10. Divide by 10 for a [0, 1]-ish score.
+
+    Document frequencies come from the distinct reference sets, each counted once: with
+    `--samples K` every item's references arrive K times, and counting them K times would make
+    the same answer score differently for different K (pycocoevalcap sees each image once)."""
     refs_ngrams = [[[_ngrams(caption_tokens(r), n) for n in range(1, 5)] for r in refs] for refs in references]
+    distinct = {tuple(refs): item for refs, item in zip(references, refs_ngrams, strict=True)}
     df: Counter = Counter()
-    for item in refs_ngrams:
+    for item in distinct.values():
         for n in range(4):
             df.update(set().union(*(set(r[n]) for r in item)) if item else set())
-    log_n = math.log(float(max(len(references), 1)))
+    log_n = math.log(float(max(len(distinct), 1)))
 
     def vector(counts: list[Counter]) -> tuple[list[dict], list[float], int]:
         vec, norms = [], []
@@ -236,7 +264,9 @@ METRICS = sorted(set(PER_ANSWER) | CORPUS)
 
 
 def score_answers(metric: str, predictions: Sequence[str], references: Sequence[Sequence[str]]) -> list[float]:
-    """Scores in [0, 1] for a list of answers that share one metric."""
+    """Scores in [0, 1] for a list of answers that share one metric. Only the answer is scored:
+    thought blocks, markdown emphasis and a trailing period are removed first (`clean_answer`)."""
+    predictions = [clean_answer(p) for p in predictions]
     if metric in PER_ANSWER:
         return [PER_ANSWER[metric](p, r) for p, r in zip(predictions, references, strict=True)]
     if metric == "cider":

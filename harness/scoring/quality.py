@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from harness.results import QualitySummary, final_attempts
+from harness.scoring.answers import truncated_share_by_task
 from harness.scoring.metrics import score_answers
 
 
@@ -17,7 +19,7 @@ def score_requests(requests: pd.DataFrame) -> pd.DataFrame:
     out["score"] = np.nan
     if out.empty:
         return out
-    final = ~out["retried"].astype(bool)
+    final = out.index.isin(final_attempts(out).index)
     for metric, group in out[final].groupby("metric"):
         refs = [list(r) if r is not None else [] for r in group["references"]]
         texts, statuses = group["output_text"].fillna(""), group["status"]
@@ -39,7 +41,7 @@ def item_scores(requests: pd.DataFrame) -> pd.DataFrame:
 
 def item_table(requests: pd.DataFrame) -> pd.DataFrame:
     """items.parquet: per item, the mean and spread of its score and energy over its samples."""
-    final = requests[~requests["retried"].astype(bool)]
+    final = final_attempts(requests)
     grouped = final.groupby("item_id")
     table = item_scores(requests).rename(columns={"mean": "score_mean", "std": "score_std"})
     if "energy_j" in final:
@@ -48,16 +50,18 @@ def item_table(requests: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def quality_summary(requests: pd.DataFrame) -> dict:
+def quality_summary(requests: pd.DataFrame) -> QualitySummary:
     if "score" not in requests or requests["score"].isna().all():
-        return {"scored": 0, "overall": None, "by_task": {}, "score_sum": None}
+        return QualitySummary()
     items = item_scores(requests)
     scored = requests[requests["score"].notna()]
-    return {
-        "scored": int(len(scored)), "items": int(len(items)),
-        "overall": float(items["mean"].mean()),
-        "by_task": {t: float(g["mean"].mean()) for t, g in items.groupby("task")},
-        "metric_by_task": {t: str(g["metric"].iloc[0]) for t, g in scored.groupby("task")},
-        "per_item_std_mean": float(items["std"].mean()) if items["samples"].max() > 1 else None,
-        "score_sum": float(scored["score"].sum()),
-    }
+    return QualitySummary(
+        scored=int(len(scored)), items=int(len(items)), overall=float(items["mean"].mean()),
+        by_task={t: float(g["mean"].mean()) for t, g in items.groupby("task")},
+        metric_by_task={t: str(g["metric"].iloc[0]) for t, g in scored.groupby("task")},
+        per_item_std_mean=float(items["std"].mean()) if items["samples"].max() > 1 else None,
+        # answers cut by max_tokens (finish_reason "length"), per task: a loss caused by a setting
+        truncated_share_by_task=truncated_share_by_task(list(scored["task"]), list(scored["finish_reason"]))
+        if "finish_reason" in scored else {},
+        score_sum=float(scored["score"].sum()),
+    )

@@ -58,8 +58,8 @@ def test_server_killed_then_ctrl_c_then_resume_gives_one_consistent_run(tmp_path
     # 1. The server dies (SIGKILL) mid-run: the run stops, keeps what it measured, exits non-zero.
     proc = start_bench("run", "--variant", "cpu-tiny", "--limit", ITEMS, "--results-dir", tmp_path, "--run-id", "k")
     wait_for_records(run, 3, proc)
-    server_pid = json.loads((run / "manifest.json").read_text())["server"]["pid"]
-    os.kill(server_pid, signal.SIGKILL)
+    server = json.loads((run / "manifest.json").read_text())["server"]
+    os.kill(server["pid"], signal.SIGKILL)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 4, err
     assert "server died" in err and "--resume" in err and "Traceback" not in err
@@ -67,16 +67,16 @@ def test_server_killed_then_ctrl_c_then_resume_gives_one_consistent_run(tmp_path
     assert manifest["status"] == "incomplete" and "server died" in manifest["incomplete_cause"]
     first = pd.read_parquet(run / "requests.parquet")
     assert 3 <= len(first[first["status"] == "ok"]) < ITEMS
-    assert not group_alive(server_pid)
+    assert not group_alive(server["process"]["pgid"])
 
     # 2. Resume, then Ctrl-C: stops, server and its engine processes gone, records kept.
     proc = start_bench("run", "--resume", run)
     wait_for_records(run, len(first) + 2, proc)
-    server_pid = json.loads((run / "manifest.json").read_text())["server"]["pid"]
+    pgid = json.loads((run / "manifest.json").read_text())["server"]["process"]["pgid"]
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode != 0 and "interrupted" in err
-    assert not group_alive(server_pid)
+    assert not group_alive(pgid)
     assert json.loads((run / "manifest.json").read_text())["status"] == "incomplete"
 
     # 3. Resume again: only the missing items are sent; one run, every item answered once.

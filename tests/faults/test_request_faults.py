@@ -6,12 +6,13 @@ import stat
 
 import pandas as pd
 
-from tests.conftest import bench
+from tests.conftest import bench, cli
 
 
 def run(server, tmp_path, run_id, *extra, env=None):
-    return bench("run", "--base-url", server.url, "--results-dir", tmp_path, "--run-id", run_id, "--idle-s", "0",
-                 *extra, env=env)
+    """In-process, or as a `bench` subprocess when the environment must differ."""
+    args = ["run", "--base-url", server.url, "--results-dir", tmp_path, "--run-id", run_id, "--idle-s", "0", *extra]
+    return bench(*args, env=env) if env else cli(*args)
 
 
 def test_hanging_server_requests_time_out_and_the_run_stops_on_too_many_failures(mock_server, tmp_path):
@@ -51,7 +52,7 @@ def test_api_key_is_never_written(mock_server, tmp_path):
     server = mock_server()
     secret = "sk-very-secret-4242"
     assert run(server, tmp_path, "key", "--limit", "2", env={"BENCH_API_KEY": secret}).returncode == 0
-    assert bench("report", tmp_path / "key").returncode == 0
+    assert cli("report", tmp_path / "key").returncode == 0
     for path in (tmp_path / "key").iterdir():
         assert secret.encode() not in path.read_bytes(), path.name
 
@@ -60,7 +61,7 @@ def test_unwritable_results_folder_is_refused_before_the_run(mock_server, tmp_pa
     server = mock_server()
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    result = bench("run", "--base-url", server.url, "--results-dir", blocker / "results", "--idle-s", "0")
+    result = cli("run", "--base-url", server.url, "--results-dir", blocker / "results", "--idle-s", "0")
     assert result.returncode == 2 and "is not writable" in result.stderr
     assert len(server.received()) == 0
 
@@ -75,7 +76,7 @@ def test_shell_metacharacters_in_a_variant_stay_one_argument(tmp_path):
     variant.write_text(f"name: evil\nmodel: 'org/m; touch {canary}'\nserved_model_name: '$(touch {canary})'\n"
                        f"server: {{python: '{fake}', startup_timeout_s: 20}}\n"
                        f"vllm: {{dtype: 'bf16 && touch {canary}'}}\n")
-    result = bench("run", "--variant", variant, "--results-dir", tmp_path / "r", "--idle-s", "0", "--energy", "none")
+    result = cli("run", "--variant", variant, "--results-dir", tmp_path / "r", "--idle-s", "0", "--energy", "none")
     assert result.returncode == 2 and "exited with code 3 during start-up" in result.stderr
     argv = record.read_text().splitlines()
     assert f"org/m; touch {canary}" in argv and f"$(touch {canary})" in argv
@@ -89,7 +90,7 @@ def test_result_folder_from_a_newer_schema_is_refused(tmp_path, mock_server):
     data = json.loads(manifest.read_text())
     data["schema_version"] = 99
     manifest.write_text(json.dumps(data))
-    result = bench("report", tmp_path / "new")
+    result = cli("report", tmp_path / "new")
     assert result.returncode == 2 and "schema 99" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
@@ -100,5 +101,5 @@ def test_journal_survives_a_torn_last_line(tmp_path, mock_server):
     with open(journal, "a") as f:
         f.write('{"run_id": "torn", "item_id": "half')  # a crash in the middle of a write
     os.remove(tmp_path / "torn" / "requests.parquet")
-    result = bench("reanalyze", tmp_path / "torn")
+    result = cli("reanalyze", tmp_path / "torn")
     assert result.returncode == 0 and len(pd.read_parquet(tmp_path / "torn" / "requests.parquet")) == 3

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import H200_RUNS, bench
+from tests.conftest import H200_RUNS, bench, cli
 
 
 @pytest.fixture
@@ -37,9 +37,9 @@ def test_run_report_of_a_recorded_gpu_run_is_self_contained(gpu_runs):
 
 def test_model_output_is_escaped(mock_server, tmp_path):
     server = mock_server("--answer", "<script>alert('x')</script> <b>bold</b>")
-    assert bench("run", "--base-url", server.url, "--results-dir", tmp_path, "--run-id", "x", "--limit", "7",
+    assert cli("run", "--base-url", server.url, "--results-dir", tmp_path, "--run-id", "x", "--limit", "7",
                  "--idle-s", "0").returncode == 0
-    result = bench("report", tmp_path / "x")
+    result = cli("report", tmp_path / "x")
     assert result.returncode == 0, result.stderr
     page = (tmp_path / "x" / "report.html").read_text()
     assert "<script>" not in page and "&lt;script&gt;" in page and "<b>bold" not in page
@@ -48,41 +48,60 @@ def test_model_output_is_escaped(mock_server, tmp_path):
 
 
 def test_compare_shows_deltas_and_refuses_different_suites_unless_forced(gpu_runs, tmp_path, mock_server):
-    result = bench("compare", gpu_runs["bf16-c1-r1"], gpu_runs["fp8-c1-r1"], "--out", tmp_path / "cmp")
+    result = cli("compare", gpu_runs["bf16-c1-r1"], gpu_runs["fp8-c1-r1"], "--out", tmp_path / "cmp")
     assert result.returncode == 0, result.stderr
     md = (tmp_path / "cmp" / "compare.md").read_text()
     row = next(line for line in md.splitlines() if line.startswith("| J/request"))
     assert "-25." in row  # FP8 vs bf16 one at a time on the H200
     assert (tmp_path / "cmp" / "energy_quality.png").exists()
     server = mock_server()
-    assert bench("run", "--base-url", server.url, "--results-dir", tmp_path, "--run-id", "small", "--limit", "3",
+    assert cli("run", "--base-url", server.url, "--results-dir", tmp_path, "--run-id", "small", "--limit", "3",
                  "--idle-s", "0").returncode == 0
-    refused = bench("compare", gpu_runs["bf16-c1-r1"], tmp_path / "small", "--out", tmp_path / "c2")
+    refused = cli("compare", gpu_runs["bf16-c1-r1"], tmp_path / "small", "--out", tmp_path / "c2")
     assert refused.returncode == 2 and "suite differs" in refused.stderr
-    forced = bench("compare", gpu_runs["bf16-c1-r1"], tmp_path / "small", "--out", tmp_path / "c2", "--force")
+    forced = cli("compare", gpu_runs["bf16-c1-r1"], tmp_path / "small", "--out", tmp_path / "c2", "--force")
     assert forced.returncode == 0 and "although the runs differ" in (tmp_path / "c2" / "compare.md").read_text()
 
 
 def test_submission_is_validated_and_checked(gpu_runs, tmp_path):
-    result = bench("submit", gpu_runs["fp8-c1-r1"], "--baseline", gpu_runs["bf16-c1-r1"], "--out", tmp_path)
+    result = cli("submit", gpu_runs["fp8-c1-r1"], "--baseline", gpu_runs["bf16-c1-r1"], "--out", tmp_path)
     assert result.returncode == 0, result.stderr
     doc = json.loads((tmp_path / "submission.json").read_text())
     assert doc["format_version"] == 1 and doc["energy"]["source"] == "counter"
     assert doc["energy"]["total_wh"] == pytest.approx(doc["energy"]["total_j"] / 3600)
     assert set(doc["files"]) == {"manifest.json", "summary.json", "requests.parquet", "power.parquet"}
     # Random weights answer nothing right: the gate cannot pass, the checker says so.
-    check = bench("submit", "--check", tmp_path / "submission.json")
+    check = cli("submit", "--check", tmp_path / "submission.json")
     assert check.returncode == 1 and "quality gate not passed" in check.stdout
     doc["sampling"]["temperature"] = 0.0
     doc["energy"]["source"] = "integral"
     (tmp_path / "edited.json").write_text(json.dumps(doc))
-    check = bench("submit", "--check", tmp_path / "edited.json")
+    check = cli("submit", "--check", tmp_path / "edited.json")
     assert "temperature=0.0 is not the competition's 1.0" in check.stdout and "not from the hardware" in check.stdout
     del doc["energy"]
     (tmp_path / "broken.json").write_text(json.dumps(doc))
-    broken = bench("submit", "--check", tmp_path / "broken.json")
+    assert_check_verifies_hashes_and_verdict(gpu_runs)
+    broken = cli("submit", "--check", tmp_path / "broken.json")
     assert broken.returncode == 2 and "does not match its schema" in broken.stderr
     assert len(broken.stderr.strip().splitlines()) == 1
+
+
+def assert_check_verifies_hashes_and_verdict(gpu_runs):
+    """Issue 10 item 16: files edited after submitting, and a verdict that does not follow from
+    the stored interval and threshold, are findings."""
+    run = gpu_runs["fp8-c1-r1"]
+    assert cli("submit", run, "--baseline", gpu_runs["bf16-c1-r1"]).returncode == 0
+    path = run / "submission.json"
+    doc = json.loads(path.read_text())
+    assert "changed since" not in cli("submit", "--check", path).stdout
+    doc["gate"].update(verdict="PASS", low=0.1, high=0.5, ratio=0.3)
+    path.write_text(json.dumps(doc))
+    with open(run / "requests.parquet", "ab") as f:
+        f.write(b"edited")
+    check = cli("submit", "--check", path)
+    assert check.returncode == 1
+    assert "requests.parquet changed since the submission was written" in check.stdout
+    assert "gate verdict PASS does not follow from the interval [0.1, 0.5] and threshold 0.8" in check.stdout
 
 
 CHECK_IMAGES = """<script>

@@ -4,7 +4,7 @@ import json
 
 import pandas as pd
 
-from tests.conftest import bench
+from tests.conftest import bench, cli
 
 
 def run_args(server, tmp_path, *extra):
@@ -44,7 +44,7 @@ def test_run_records_every_request_and_sends_competition_sampling(mock_server, t
 
 def test_overridden_sampling_and_samples_per_item(mock_server, tmp_path):
     server = mock_server()
-    result = bench(*run_args(server, tmp_path, "--limit", "3", "--samples", "2", "--temperature", "0.5",
+    result = cli(*run_args(server, tmp_path, "--limit", "3", "--samples", "2", "--temperature", "0.5",
                              "--top-k", "10", "--run-id", "r2", "--seed", "5"))
     assert result.returncode == 0, result.stderr
     requests = pd.read_parquet(tmp_path / "r2" / "requests.parquet")
@@ -55,7 +55,7 @@ def test_overridden_sampling_and_samples_per_item(mock_server, tmp_path):
 
 def test_transient_failures_are_retried_and_every_attempt_recorded(mock_server, tmp_path):
     server = mock_server("--fault-rate", "0.3", "--seed", "1")
-    result = bench(*run_args(server, tmp_path, "--limit", "20", "--run-id", "r3", "--max-retries", "5"))
+    result = cli(*run_args(server, tmp_path, "--limit", "20", "--run-id", "r3", "--max-retries", "5"))
     assert result.returncode == 0, result.stderr
     requests = pd.read_parquet(tmp_path / "r3" / "requests.parquet")
     final = requests[~requests["retried"]]
@@ -68,7 +68,7 @@ def test_transient_failures_are_retried_and_every_attempt_recorded(mock_server, 
 def test_wrong_model_answer_is_a_recorded_failure(mock_server, tmp_path):
     server = mock_server()
     server.control(mode="wrong_model")
-    result = bench(*run_args(server, tmp_path, "--limit", "3", "--run-id", "r4"))
+    result = cli(*run_args(server, tmp_path, "--limit", "3", "--run-id", "r4"))
     requests = pd.read_parquet(tmp_path / "r4" / "requests.parquet")
     assert (requests["status"] == "wrong_model").all()
     assert result.returncode == 0  # 3 failures of 3 < 10 finished: no abort rule yet
@@ -84,7 +84,7 @@ def test_bad_inputs_give_one_line_errors(mock_server, tmp_path):
         (["score", tmp_path / "missing"], "not found"),
     ]
     for args, message in cases:
-        result = bench(*args)
+        result = cli(*args)
         assert result.returncode != 0
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr, result.stderr
@@ -97,7 +97,7 @@ def test_a_server_that_is_not_openai_compatible_is_refused(tmp_path):
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
-        result = bench("run", "--base-url", f"http://127.0.0.1:{httpd.server_address[1]}", "--results-dir", tmp_path)
+        result = cli("run", "--base-url", f"http://127.0.0.1:{httpd.server_address[1]}", "--results-dir", tmp_path)
     finally:
         httpd.shutdown()
     assert result.returncode != 0 and "not an OpenAI-compatible server" in result.stderr
@@ -105,14 +105,14 @@ def test_a_server_that_is_not_openai_compatible_is_refused(tmp_path):
 
 def test_same_run_id_twice_is_refused(mock_server, tmp_path):
     server = mock_server()
-    assert bench(*run_args(server, tmp_path, "--limit", "1", "--run-id", "dup")).returncode == 0
-    second = bench(*run_args(server, tmp_path, "--limit", "1", "--run-id", "dup"))
+    assert cli(*run_args(server, tmp_path, "--limit", "1", "--run-id", "dup")).returncode == 0
+    second = cli(*run_args(server, tmp_path, "--limit", "1", "--run-id", "dup"))
     assert second.returncode != 0 and "already exists" in second.stderr
 
 
 def test_samples_give_per_item_mean_and_spread(mock_server, tmp_path):
     server = mock_server("--answer", "A")
-    assert bench(*run_args(server, tmp_path, "--limit", "7", "--samples", "3", "--run-id", "k3")).returncode == 0
+    assert cli(*run_args(server, tmp_path, "--limit", "7", "--samples", "3", "--run-id", "k3")).returncode == 0
     items = pd.read_parquet(tmp_path / "k3" / "items.parquet")
     assert len(items) == 7 and (items["samples"] == 3).all()
     assert {"score_mean", "score_std", "energy_j_mean"} <= set(items.columns)
@@ -120,6 +120,50 @@ def test_samples_give_per_item_mean_and_spread(mock_server, tmp_path):
 
 def test_energy_required_without_nvml_is_a_one_line_error(mock_server, tmp_path):
     server = mock_server()
-    result = bench(*run_args(server, tmp_path, "--limit", "1", "--energy", "nvml"))
+    result = cli(*run_args(server, tmp_path, "--limit", "1", "--energy", "nvml"))
     assert result.returncode == 2 and "NVML is not available" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_values_that_were_silently_defaulted_are_refused(mock_server, tmp_path):
+    """Issue 10 item 17: no run with 0 requests, no default swapped in for an explicit 0, no
+    option silently dropped on --resume, no traceback for --out naming a file."""
+    server = mock_server("--ttft-ms", "1", "--itl-ms", "0")
+    base = ["run", "--base-url", server.url, "--results-dir", tmp_path, "--idle-s", "0", "--limit", "2"]
+    assert cli(*base, "--run-id", "ok").returncode == 0
+    (tmp_path / "file").write_text("x")
+    cases = [
+        ([*base, "--max-retries", "-1"], "--max-retries must be"),
+        ([*base, "--timeout", "0"], "--timeout must be"),
+        ([*base, "--max-tokens", "0"], "--max-tokens must be"),
+        (["run", "--resume", tmp_path / "ok", "--concurrency", "4", "--samples", "2"],
+         "--concurrency, --samples cannot change on --resume"),
+        (["report", tmp_path / "ok", "--out", tmp_path / "file"], "is a file"),
+        (["compare", tmp_path / "ok", tmp_path / "ok", "--out", tmp_path / "file"], "is a file"),
+    ]
+    for args, message in cases:
+        result = cli(*args)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "ok"]  # nothing half-made
+
+
+def test_report_and_compare_of_a_killed_run_rebuild_from_the_journal(mock_server, tmp_path):
+    """Issue 10 item 17: a run killed before finalisation has only its journal and manifest."""
+    import json
+
+    server = mock_server("--ttft-ms", "1", "--itl-ms", "0")
+    for name in ("a", "b"):
+        assert cli("run", "--base-url", server.url, "--results-dir", tmp_path, "--run-id", name, "--idle-s", "0",
+                   "--limit", "3").returncode == 0
+    killed = tmp_path / "b"
+    for name in ("summary.json", "requests.parquet", "items.parquet"):
+        (killed / name).unlink()
+    manifest = json.loads((killed / "manifest.json").read_text())
+    (killed / "manifest.json").write_text(json.dumps({**manifest, "status": "running", "segments": []}))
+    report = cli("report", killed)
+    assert report.returncode == 0, report.stderr
+    assert "running" in (killed / "report.md").read_text()
+    compared = cli("compare", tmp_path / "a", killed)
+    assert compared.returncode == 0, compared.stderr
+    assert "is running, not complete" in (tmp_path / "compare-a-vs-b" / "compare.md").read_text()

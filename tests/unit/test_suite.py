@@ -106,3 +106,68 @@ def test_item_without_reference_is_refused_when_the_metric_needs_one(tmp_path):
     spec = write_suite(tmp_path, {"a": image_bytes("PNG")}, fmt="parquet", refs=[[]])
     with pytest.raises(SuiteError, match="no reference answer, but metric 'exact_match' needs one"):
         load_suite(spec)
+
+
+def write_rows(tmp_path, rows: list[dict], yaml_extra: str = "") -> str:
+    """A parquet suite written with plain pyarrow (no Hugging Face features), as users make them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "data.parquet")
+    (tmp_path / "suite.yaml").write_text("name: t\ndata: {format: parquet, path: data.parquet}\n"
+                                         "columns: {id: id, image: image, prompt: q, references: ans}\n"
+                                         f"metric: exact_match\n{yaml_extra}")
+    return str(tmp_path / "suite.yaml")
+
+
+@pytest.mark.parametrize("image, message", [
+    ({"bytes": None, "path": "img/missing.png"}, r"image file .*missing.png cannot be read \(No such file"),
+    ({"bytes": None, "path": "img"}, "image path .*img is a directory"),
+])
+def test_missing_or_directory_image_paths_give_one_line(tmp_path, image, message):
+    (tmp_path / "img").mkdir()
+    source = write_rows(tmp_path, [{"id": "a", "image": image, "q": "What?", "ans": ["x"]}])
+    with pytest.raises(SuiteError, match=message):
+        load_suite(load_suite_spec(source))
+    result = subprocess.run([sys.executable, "-m", "harness.cli", "suites", "--suite", source], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_numeric_answers_and_questions_are_text(tmp_path):
+    png = {"bytes": image_bytes("PNG"), "path": None}
+    source = write_rows(tmp_path, [{"id": 1, "image": png, "q": 42, "ans": [3.0, 2.5]}])
+    item = load_suite(load_suite_spec(source)).items[0]
+    assert item.id == "1" and item.prompt == "42" and item.references == ("3", "2.5")
+
+
+def test_braces_in_templates_and_questions_are_sent_as_they_are(tmp_path):
+    png = {"bytes": image_bytes("PNG"), "path": None}
+    source = write_rows(tmp_path, [{"id": "a", "image": png, "q": "Is {x} = {0}?", "ans": ["yes"]}],
+                        'prompt_template: "Q {json: 1} {prompt} }{"\nprompt: {post: " {answer}"}\n')
+    assert load_suite(load_suite_spec(source)).items[0].prompt == "Q {json: 1} Is {x} = {0}? }{ {answer}"
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"q": None, "ans": ["x"]}, "question column 'q' is null"),
+    ({"q": "What?", "ans": None}, "no reference answer"),
+    ({"q": "What?", "ans": [None]}, "no reference answer"),
+])
+def test_null_question_or_answer_is_refused_not_sent_as_none(tmp_path, row, message):
+    png = {"bytes": image_bytes("PNG"), "path": None}
+    source = write_rows(tmp_path, [{"id": "a", "image": png, **row}])
+    with pytest.raises(SuiteError, match=message):
+        load_suite(load_suite_spec(source))
+
+
+def test_thinking_suite_sends_the_think_token_as_a_system_message(tmp_path):
+    png = {"bytes": image_bytes("PNG"), "path": None}
+    plain = load_suite(load_suite_spec(write_rows(tmp_path, [{"id": "a", "image": png, "q": "Q", "ans": ["x"]}])))
+    thinking = load_suite(load_suite_spec(write_rows(tmp_path, [{"id": "a", "image": png, "q": "Q", "ans": ["x"]}],
+                                                     "thinking: true\n")))
+    request = build_request(thinking.items[0], "m", Sampling(), max_tokens=8, seed=None)
+    assert request["messages"][0] == {"role": "system", "content": "<|think|>"}
+    assert request["messages"][1]["role"] == "user" and request["extra_body"]["skip_special_tokens"] is False
+    plain_request = build_request(plain.items[0], "m", Sampling(), 8, None)
+    assert plain_request["messages"][0]["role"] == "user" and "skip_special_tokens" not in plain_request["extra_body"]
+    assert plain.content_hash != thinking.content_hash  # a thinking run is not the same suite

@@ -67,3 +67,15 @@ def test_items_are_paired_by_id_and_samples_averaged():
 def test_bad_threshold_is_refused():
     with pytest.raises(ValueError):
         gate(pairs(np.ones(3), np.ones(3)), threshold=1.5)
+
+
+def test_too_few_items_give_no_interval_rather_than_nan():
+    """Issue 10 item 14: a task with 2 items once gave [1.0, nan]."""
+    result = gate(pairs(np.array([1.0, 0.0, 1, 1, 1, 1]), np.array([1.0, 1.0, 1, 1, 1, 1]), ["tiny"] * 2 + ["big"] * 4))
+    tiny = result.by_task["tiny"]
+    assert tiny.verdict == INCONCLUSIVE and tiny.low is None and tiny.high is None and "too few items" in tiny.note
+
+
+def test_resamples_below_the_minimum_are_refused():
+    with pytest.raises(ValueError, match="at least"):
+        gate(pairs(np.ones(10), np.ones(10)), resamples=1)

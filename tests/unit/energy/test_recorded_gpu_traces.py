@@ -8,6 +8,7 @@ from harness.energy.analysis import analyse, run_window
 from harness.energy.attribute import PhaseWeights, Schedule, attribute
 from harness.energy.integrate import energy_between
 from harness.energy.meters import TraceMeter
+from harness.finalize import compute
 from harness.records import RunClock
 from harness.store import load_run
 from tests.conftest import H200_RUNS
@@ -21,7 +22,7 @@ CLI_RUN = H200_RUNS.parent / "h200-20261127-cli" / "bf16-cli-c8"
 def replay(run_dir):
     """The run's trace through the trace meter (as a team's external trace would come in)."""
     run = load_run(run_dir)
-    meter = TraceMeter(run_dir / "power.parquet", RunClock(run.manifest["segments"][0]["clock_wall_minus_mono_ns"]))
+    meter = TraceMeter(run_dir / "power.parquet", RunClock(run.manifest.first_clock_offset_ns))
     meter.start()
     samples = pd.DataFrame([s.__dict__ for s in meter.stop()])
     return run, samples
@@ -53,10 +54,16 @@ def test_attribution_invariant_and_counter_agreement_on_real_traces(run_dir):
         energy_between(curve, window.start_ns, window.end_ns), rel=1e-12)
 
 
+def fresh(run_dir):
+    """The run's summary computed now by the code (not the stored JSON)."""
+    run = load_run(run_dir)
+    return compute(run.manifest, run.requests.drop(columns=["retried"], errors="ignore"), run.power)
+
+
 def test_fp8_spends_fewer_joules_per_request_than_bf16_one_at_a_time():
     per_request = {}
     for variant in ("bf16", "fp8"):
-        values = [load_run(H200_RUNS / f"{variant}-c1-r{r}").summary["energy"]["j_per_request_mean"] for r in (1, 2)]
+        values = [fresh(H200_RUNS / f"{variant}-c1-r{r}")[2].energy.j_per_request_mean for r in (1, 2)]
         per_request[variant] = sum(values) / len(values)
     assert per_request["fp8"] < 0.85 * per_request["bf16"]
 
@@ -64,14 +71,27 @@ def test_fp8_spends_fewer_joules_per_request_than_bf16_one_at_a_time():
 def test_stored_summaries_match_a_fresh_reanalysis(tmp_path):
     import shutil
 
-    from harness.analysis import finalize_run
+    from harness.finalize import finalize_run
     copy = tmp_path / "run"
     shutil.copytree(H200_RUNS / "bf16-c16-r1", copy)
-    stored = load_run(copy).summary["energy"]
-    fresh = finalize_run(copy)["energy"]
-    assert fresh["total_j"] == pytest.approx(stored["total_j"])
-    assert fresh["j_per_request_mean"] == pytest.approx(stored["j_per_request_mean"])
-    assert fresh["idle_power_w"] == pytest.approx(stored["idle_power_w"])
+    stored = load_run(copy).summary.energy
+    again = finalize_run(copy).energy
+    assert again.total_j == pytest.approx(stored.total_j)
+    assert again.j_per_request_mean == pytest.approx(stored.j_per_request_mean)
+    assert again.idle_power_w == pytest.approx(stored.idle_power_w)
+
+
+@pytest.mark.parametrize("run_dir", [*RUNS, CLI_RUN], ids=lambda p: p.name)
+def test_energy_identities_hold_on_every_recorded_run(run_dir):
+    """Issue 10, items 9 and 10: Σ per-request + unattributed = the summary's total, for the
+    total and for above-idle alike; the measured window is the same for throughput and energy."""
+    requests, _, summary = fresh(run_dir)
+    e = summary.energy
+    assert requests["energy_j"].sum() + e.unattributed_j == pytest.approx(e.total_j, rel=1e-9)
+    assert e.idle_power_w is not None
+    assert requests["energy_above_idle_j"].sum() + e.unattributed_above_idle_j == pytest.approx(e.above_idle_j,
+                                                                                                rel=1e-9)
+    assert summary.latency.duration_s == pytest.approx(e.window_s, rel=1e-12)
 
 
 def test_sparse_counter_with_power_corrected_edges_on_a_real_load_trace():

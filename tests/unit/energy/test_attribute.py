@@ -3,7 +3,7 @@ simple cases whose answers are obvious."""
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from harness.energy.attribute import PhaseWeights, Schedule, attribute
@@ -70,12 +70,11 @@ def scenario(draw):
     return PowerCurve(t, p), Schedule.from_lists(starts, firsts, ends), (w0, min(w1, end)), weights
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(scenario())
 def test_invariant_parts_add_up_to_the_integral(case):
     c, sched, window, weights = case
-    if window[1] <= window[0]:
-        return
+    assume(window[1] > window[0])  # a degenerate case is drawn again, not counted as a pass
     a = attribute(c, sched, window, weights)
     total = a.prefill_j.sum() + a.decode_j.sum() + a.unattributed_j
     integral = energy_between(c, *window)

@@ -4,7 +4,6 @@ selection, refusals, power-source choice, counter cadence, the final reading at 
 import time
 from types import SimpleNamespace
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -29,8 +28,11 @@ class FakeNvml:
         self.step_at = self.t0 + 0.3
         self.counter_reads = 0
 
+    SENSOR_PERIOD_S = 0.02  # the stand-in sensor's own update period, with a 0.5 W ripple to see it by
+
     def watts(self, t):
-        return 100.0 if t < self.step_at else 300.0
+        ripple = 0.5 * (int((t - self.t0) / self.SENSOR_PERIOD_S) % 2)
+        return (100.0 if t < self.step_at else 300.0) + ripple
 
     def nvmlInit(self):
         pass
@@ -111,16 +113,16 @@ def test_samples_power_reads_the_counter_sparsely_and_at_stop():
 
 
 def test_falls_back_to_power_usage_when_the_instant_field_is_missing():
-    meter = NvmlMeter(["0"], nvml=FakeNvml(instant=False))
+    meter = NvmlMeter(["0"], nvml=FakeNvml(instant=False), probe_s=0.2)
     assert meter.info.power_source == "nvmlDeviceGetPowerUsage"
 
 
 def test_mig_and_missing_counter_are_refused():
     with pytest.raises(MeterError, match="MIG mode"):
-        NvmlMeter(["0"], nvml=FakeNvml(mig=True))
+        NvmlMeter(["0"], nvml=FakeNvml(mig=True), probe_s=0.2)
     with pytest.raises(MeterError, match="no energy counter.*power-only"):
-        NvmlMeter(["0"], nvml=FakeNvml(counter=False))
-    meter = NvmlMeter(["0"], nvml=FakeNvml(counter=False), power_only=True)
+        NvmlMeter(["0"], nvml=FakeNvml(counter=False), probe_s=0.2)
+    meter = NvmlMeter(["0"], nvml=FakeNvml(counter=False), power_only=True, probe_s=0.2)
     assert meter.info.gpus[0].has_energy_counter is False
 
 
@@ -129,8 +131,8 @@ def test_gpu_selection_follows_cuda_visible_devices_and_tensor_parallelism():
     assert visible_gpu_indices(1, {"CUDA_VISIBLE_DEVICES": "GPU-bbb,GPU-aaa"}) == ["GPU-bbb"]
     with pytest.raises(MeterError, match="tensor_parallel_size is 4"):
         visible_gpu_indices(4, {"CUDA_VISIBLE_DEVICES": "0,1"})
-    meter = NvmlMeter(["GPU-bbb", "GPU-aaa"], nvml=FakeNvml())
+    meter = NvmlMeter(["GPU-bbb", "GPU-aaa"], nvml=FakeNvml(), probe_s=0.2)
     assert [g.uuid for g in meter.info.gpus] == ["GPU-bbb", "GPU-aaa"]
     with pytest.raises(MeterError, match="not found"):
-        NvmlMeter(["GPU-zzz"], nvml=FakeNvml())
-    assert np.isfinite(meter.info.sensor_period_s or 0)
+        NvmlMeter(["GPU-zzz"], nvml=FakeNvml(), probe_s=0.2)
+    assert meter.info.sensor_period_s == pytest.approx(FakeNvml.SENSOR_PERIOD_S, rel=0.5)

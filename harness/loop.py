@@ -1,0 +1,268 @@
+"""The work loop of one run segment: idle power before, warm-up, the requests pass by pass
+(with their retries), a settle and idle power after. Every finished attempt goes to the journal
+the moment it ends (with the power samples taken so far), so whatever stops the run loses
+nothing already measured.
+
+Extension points for measurement protocols: `RunSpec.warmup_items` (what the warm-up sends; by
+default noise twins of the suite's items, harness.protocol), `RunSpec.between_passes` (called
+between the passes of `--samples K`), and the `on_phase` callback through which the runner
+journals each phase into the manifest's segment."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from harness.client import TRANSIENT_STATUSES, StreamResult, build_request, stream_chat
+from harness.config import RunSettings, SuiteSpec, Variant
+from harness.energy.attribute import PhaseWeights
+from harness.energy.meters import PowerMeter
+from harness.progress import Progress
+from harness.protocol import warm_up
+from harness.protocol import warmup_items as noise_twins
+from harness.records import RequestRecord, RunClock
+from harness.results import Segment, WarmupInfo, final_attempts
+from harness.server import LaunchedServer, ServerHandle, log_tail
+from harness.store import RunStore
+from harness.suite import Suite, SuiteItem
+
+RETRY_BACKOFF_S = 0.5
+IDLE_AFTER_SETTLE_S = 3.0  # after the last request, before the idle-after window opens
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    suite: SuiteSpec
+    settings: RunSettings
+    variant: Variant | None = None  # launch this variant ...
+    base_url: str | None = None  # ... or attach to this server
+    model: str | None = None  # served model name when attaching
+    api_key: str | None = None  # attached servers only; never written anywhere
+    dummy_weights: bool = False
+    weights: PhaseWeights = field(default_factory=PhaseWeights)
+    resume_dir: Path | None = None
+    warmup_items: Sequence[SuiteItem] | None = None  # what `--warmup N` cycles through [default: noise twins]
+    # Called with k after pass k when pass k+1 follows; what it returns is journaled in the segment.
+    between_passes: Callable[[int], dict | None] | None = None
+
+
+def max_tokens_for(spec: RunSpec) -> int:
+    sent = spec.settings.sampling.max_tokens
+    return spec.suite.max_tokens if sent is None else sent
+
+
+def timeout_for(settings: RunSettings, max_tokens: int) -> float:
+    return settings.request_timeout_s if settings.request_timeout_s is not None else 30.0 + 0.5 * max_tokens
+
+
+def warmup_plan(spec: RunSpec, suite: Suite) -> tuple[list[SuiteItem], str]:
+    """At most `--warmup N` items for the warm-up, and where they come from: the caller's items
+    (cycled), or noise twins of the suite's items (same shapes, pixels no cache has seen)."""
+    n = spec.settings.warmup
+    if spec.warmup_items is not None:
+        items = list(spec.warmup_items)
+        return ([items[i % len(items)] for i in range(n)] if items else []), "spec"
+    return noise_twins(suite.items, n, seed=spec.settings.seed), "noise twins"
+
+
+def idle_after_s(settings: RunSettings) -> float:
+    return settings.idle_s if settings.idle_after_s is None else settings.idle_after_s
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    position: int  # index of the item in the suite
+    item: SuiteItem
+    sample_index: int
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.item.id, self.sample_index)
+
+
+def finished_keys(requests) -> set[tuple[str, int]]:
+    """(item, sample) pairs whose last attempt is final: answered, or failed for a reason a
+    retry would not fix. Items cut off by a crash or a signal are missing and will be re-sent."""
+    return {(r.item_id, int(r.sample_index)) for r in final_attempts(requests).itertuples()
+            if r.status not in TRANSIENT_STATUSES}
+
+
+def work_units(suite: Suite, samples: int, done: set[tuple[str, int]]) -> list[WorkUnit]:
+    """Pass by pass: every item of sample k before any of sample k+1."""
+    units = [WorkUnit(pos, item, k) for k in range(samples) for pos, item in enumerate(suite.items)]
+    return [u for u in units if u.key not in done]
+
+
+def request_seed(base: int, unit: WorkUnit) -> int:
+    """Distinct per item and per repeat, reproducible from --seed."""
+    return base + unit.sample_index * 1_000_003 + unit.position
+
+
+def to_record(run_id: str, unit: WorkUnit, attempt: int, seed: int, result: StreamResult,
+              clock: RunClock, segment: int | None = None) -> RequestRecord:
+    ttft = (result.first_token_ns - result.start_ns) / 1e9 if result.first_token_ns else None
+    return RequestRecord(
+        run_id=run_id, item_id=unit.item.id, sample_index=unit.sample_index, attempt=attempt,
+        task=unit.item.task, metric=unit.item.metric, seed=seed, start_ns=result.start_ns, end_ns=result.end_ns,
+        first_token_ns=result.first_token_ns, start_wall_s=clock.to_wall_s(result.start_ns),
+        end_wall_s=clock.to_wall_s(result.end_ns), ttft_s=ttft, e2e_s=(result.end_ns - result.start_ns) / 1e9,
+        **result.itl_stats(), prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+        finish_reason=result.finish_reason, output_text=result.text, references=unit.item.references,
+        status=result.status,
+        http_status=result.http_status, error=result.error, image_converted_from=unit.item.converted_from,
+        cached_tokens=result.cached_tokens,
+        # The client may not report these yet (older StreamResult): absent means not reported.
+        reasoning_text=getattr(result, "reasoning_text", "") or "",
+        reasoning_tokens=getattr(result, "reasoning_tokens", None), anomaly=getattr(result, "anomaly", None),
+        segment=segment,
+    )
+
+
+class WorkLoop:
+    """Measures one segment. `on_phase(segment)` is called with the updated segment whenever a
+    phase starts or ends, so the runner can journal it into the manifest as it happens."""
+
+    def __init__(self, spec: RunSpec, run_id: str, segment: Segment, server: ServerHandle, meter: PowerMeter,
+                 store: RunStore, clock: RunClock, progress: Progress, launched: LaunchedServer | None,
+                 on_phase: Callable[[Segment], None]):
+        self.spec, self.run_id, self.segment, self.server, self.meter = spec, run_id, segment, server, meter
+        self.store, self.clock, self.progress, self.launched = store, clock, progress, launched
+        self.on_phase = on_phase
+        self.max_tokens = max_tokens_for(spec)
+        self.timeout_s = timeout_for(spec.settings, self.max_tokens)
+        self.finished = self.failed = 0
+        self.abort_reason: str | None = None
+        self.client = None
+
+    def _mark(self, **changes) -> None:
+        self.segment = replace(self.segment, **changes)
+        self.on_phase(self.segment)
+
+    def _drain(self) -> None:
+        self.store.append_power(self.meter.drain())
+
+    # one event loop, one client -----------------------------------------------------------
+    def run(self, units: list[WorkUnit], warmup: tuple[list[SuiteItem], str]) -> Segment:
+        asyncio.run(self._segment(units, warmup))
+        return self.segment
+
+    async def _segment(self, units: list[WorkUnit], warmup: tuple[list[SuiteItem], str]) -> None:
+        import openai
+
+        s = self.spec.settings
+        async with openai.AsyncOpenAI(base_url=self.server.base_url, api_key=self.spec.api_key or "EMPTY",
+                                      max_retries=0) as self.client:
+            measuring = self.meter.info.kind != "none"
+            if s.idle_s > 0 and measuring:
+                self.progress.message(f"measuring idle power for {s.idle_s:.0f} s")
+                self._mark(idle_window_ns=await self._idle(s.idle_s))
+            self._drain()
+            if s.warmup:
+                items, source = warmup
+                self.progress.message(f"warm-up: up to {len(items)} request(s) ({source}) at concurrency "
+                                      f"{s.concurrency}, until latency settles; not recorded")
+                report = await warm_up(self._warmup_send, items, s.concurrency)
+                self._mark(warmup=WarmupInfo(report.requests, s.concurrency, source, report.rounds, report.settled,
+                                             report.failed, tuple(report.round_median_e2e_s), report.rule))
+                self.progress.message(f"warm-up: {report.requests} request(s) in {report.rounds} round(s), "
+                                      f"{'settled' if report.settled else 'NOT settled'}")
+            self._drain()
+            self.progress.begin(len(units), self.run_id)
+            self._mark(requests_started_ns=time.monotonic_ns())
+            try:
+                await self._passes(units)
+            finally:
+                self.progress.end()
+            self._mark(requests_ended_ns=time.monotonic_ns())
+            after = idle_after_s(s)
+            if after > 0 and measuring and not self.abort_reason:
+                # A GPU may idle higher after work than before it: measure idle again once it has settled.
+                self.progress.message(f"measuring idle power after the run for {after:.0f} s "
+                                      f"(after {IDLE_AFTER_SETTLE_S:.0f} s to settle)")
+                await asyncio.sleep(IDLE_AFTER_SETTLE_S)
+                self._mark(idle_after_window_ns=await self._idle(after))
+            self._drain()
+
+    async def _idle(self, seconds: float) -> tuple[int, int]:
+        start = time.monotonic_ns()
+        await asyncio.sleep(seconds)
+        return (start, time.monotonic_ns())
+
+    async def _warmup_send(self, item: SuiteItem) -> tuple[bool, float]:
+        """One warm-up request (never recorded): (ok, end-to-end seconds)."""
+        request = build_request(item, self.server.model, self.spec.settings.sampling, self.max_tokens, None)
+        result = await stream_chat(self.client, request, self.timeout_s)
+        return result.status == "ok", (result.end_ns - result.start_ns) / 1e9
+
+    async def _passes(self, units: list[WorkUnit]) -> None:
+        passes = sorted({u.sample_index for u in units})
+        for n, k in enumerate(passes):
+            await self._run_units([u for u in units if u.sample_index == k])
+            if self.abort_reason:
+                return
+            self._mark(passes_completed=self.segment.passes_completed + 1)
+            if self.spec.between_passes is not None and n + 1 < len(passes):
+                note = self.spec.between_passes(k)
+                self._mark(between_passes_calls=self.segment.between_passes_calls + 1,
+                           between_passes_log=(*self.segment.between_passes_log, {"after_pass": k, **(note or {})}))
+
+    def check_server(self) -> None:
+        if self.launched is not None and self.launched.exit_code() is not None:
+            self.abort_reason = (f"the server died (exit code {self.launched.exit_code()}); last lines of its log:\n"
+                                 f"{log_tail(self.launched.log_path)}")
+        elif self.launched is None and not self.server.alive():
+            self.abort_reason = f"the server at {self.server.base_url} stopped answering /health"
+
+    async def _one(self, unit: WorkUnit, sem: asyncio.Semaphore) -> None:
+        s = self.spec.settings
+        seed = request_seed(s.seed, unit)
+        request = build_request(unit.item, self.server.model, s.sampling, self.max_tokens, seed)
+        async with sem:
+            for attempt in range(1, s.max_retries + 2):
+                if self.abort_reason:
+                    return
+                result = await stream_chat(self.client, request, self.timeout_s)
+                if result.status == "ok" and result.model and result.model != self.server.model:
+                    wrong = f"answered as model '{result.model}', asked '{self.server.model}'"
+                    result = StreamResult(**{**asdict(result), "status": "wrong_model", "error": wrong})
+                will_retry = result.transient and attempt <= s.max_retries
+                record = to_record(self.run_id, unit, attempt, seed, result, self.clock, self.segment.index)
+                record = self.store.append_request(record)  # on disk before anything else happens
+                self._drain()
+                if not will_retry:
+                    self.finished += 1
+                    self.failed += record.status != "ok"
+                    self.progress.advance(record)
+                    self._check_failure_share()
+                    return
+                if result.status in ("connection", "timeout"):
+                    self.check_server()
+                await asyncio.sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))
+
+    def _check_failure_share(self) -> None:
+        s = self.spec.settings
+        if self.finished >= 10 and self.failed / self.finished > s.max_failure_share:
+            self.abort_reason = (f"{self.failed} of {self.finished} requests failed, more than the allowed "
+                                 f"{s.max_failure_share:.0%} (--max-failure-share)")
+
+    async def _run_units(self, units: list[WorkUnit]) -> None:
+        sem = asyncio.Semaphore(self.spec.settings.concurrency)
+        tasks = [asyncio.create_task(self._one(u, sem)) for u in units]
+        try:
+            while tasks:
+                done, pending = await asyncio.wait(tasks, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                tasks = list(pending)
+                self._drain()
+                if self.launched is not None and self.abort_reason is None:
+                    self.check_server()
+                if self.abort_reason:
+                    return
+                for t in done:
+                    t.result()  # a bug in the loop (or a full disk) must surface, not vanish
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)

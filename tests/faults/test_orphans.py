@@ -1,0 +1,188 @@
+"""No server outlives `bench`: real `bench run` processes launch a server (a stand-in for vLLM with
+a SIGTERM-deaf worker, tests/faults/fake_vllm.py; the real CPU engine in the `engine` test), then
+bench is killed with SIGKILL, hung up on, interrupted twice, or fails in the meter's stop(). After
+each, no process of the server's group, and none carrying its token, may be left."""
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.config import default_engine_venv
+from harness.launcher import group_members
+from harness.server import SERVER_TOKEN_ENV, _boot_id, stop_leftover
+from tests.conftest import ROOT, bench
+
+FAKE_VLLM = Path(__file__).with_name("fake_vllm.py")
+
+
+def fake_variant(tmp_path: Path) -> Path:
+    python = tmp_path / "fake-python"
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_VLLM}" "$@"\n')
+    python.chmod(0o755)
+    variant = tmp_path / "fake.yaml"
+    variant.write_text(f"name: fake\nmodel: org/fake\nserver: {{python: '{python}', startup_timeout_s: 60}}\n")
+    return variant
+
+
+def start_bench(*args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "harness.cli", "run", *map(str, args)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+STARTED_TOKENS: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def no_strays():
+    """Whatever a failing test leaves, the shared machine gets back."""
+    yield
+    while STARTED_TOKENS:
+        for pid in tokened(STARTED_TOKENS.pop()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def start_run(tmp_path: Path, *extra, limit: int = 40) -> tuple[subprocess.Popen, Path, dict]:
+    """A real `bench run` on the fake server, once it has journalled two requests."""
+    proc = start_bench("--variant", fake_variant(tmp_path), "--results-dir", tmp_path, "--run-id", "r",
+                       "--idle-s", "0", "--limit", limit, *(extra or ("--energy", "none")))
+    run = tmp_path / "r"
+    deadline = time.monotonic() + 60
+    while not ((run / "requests.jsonl").exists() and (run / "requests.jsonl").read_text().count("\n") >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    process = json.loads((run / "manifest.json").read_text())["server"]["process"]
+    STARTED_TOKENS.append(process["token"])
+    assert len(group_members(process["pgid"])) >= 3  # launcher, server, worker
+    return proc, run, process
+
+
+def tokened(token: str) -> list[int]:
+    marker = f"{SERVER_TOKEN_ENV}={token}".encode()
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker in environ.read_bytes().split(b"\0"):
+                state = (environ.parent / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                found += [int(environ.parent.name)] if state != "Z" else []
+        except OSError:
+            continue
+    return found
+
+
+def assert_all_gone(process: dict, settle_s: float = 20.0) -> None:
+    deadline = time.monotonic() + settle_s
+    while group_members(process["pgid"]) or tokened(process["token"]):
+        if time.monotonic() > deadline:
+            left = set(group_members(process["pgid"])) | set(tokened(process["token"]))
+            for pid in left:  # leave nothing behind for the next test, then fail
+                os.kill(pid, signal.SIGKILL)
+            raise AssertionError(f"server processes survived bench: {sorted(left)}")
+        time.sleep(0.2)
+
+
+def test_kill_9_of_bench_takes_the_server_group_with_it(tmp_path):
+    proc, _, process = start_run(tmp_path)
+    proc.kill()
+    proc.communicate()
+    assert_all_gone(process)
+
+
+def test_sighup_stops_the_run_as_incomplete_and_the_server(tmp_path):
+    proc, run, process = start_run(tmp_path)
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 4 and "--resume" in err and "Traceback" not in err
+    assert json.loads((run / "manifest.json").read_text())["status"] == "incomplete"
+    assert_all_gone(process)
+
+
+def test_second_ctrl_c_while_the_server_shuts_down_leaves_nothing(tmp_path):
+    proc, _, process = start_run(tmp_path)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)  # bench now waits for the server's graceful shutdown (1.5 s in the stand-in)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert_all_gone(process)
+
+
+def test_an_error_in_the_meters_stop_leaves_no_server(tmp_path):
+    trace = tmp_path / "trace.csv"
+    now = time.time()
+    trace.write_text(f"time_s,power_w\n{now - 10},100\n{now + 3600},100\n")
+    proc, _, process = start_run(tmp_path, "--energy", "trace", "--power-trace", trace, limit=6)
+    trace.write_text("this is no longer a trace\n")  # the trace meter reads its file again in stop()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in err
+    assert_all_gone(process)
+
+
+def test_resume_stops_a_server_left_by_the_earlier_segment(tmp_path):
+    proc, run, process = start_run(tmp_path, limit=8)
+    # bench and its launcher die together (an OOM kill, `kill -9` of both): a stuck worker of the
+    # server is left running, holding the GPU.
+    os.kill(process["launcher_pid"], signal.SIGSTOP)
+    proc.kill()
+    proc.communicate()
+    os.kill(process["launcher_pid"], signal.SIGKILL)  # the server gets SIGTERM (PR_SET_PDEATHSIG) and goes
+    time.sleep(0.5)
+    left = tokened(process["token"])
+    assert process["server_pid"] in left and len(left) == 2  # still shutting down, and its stuck worker
+    result = bench("run", "--resume", run, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "stopped the server left running by an earlier segment" in result.stdout + result.stderr
+    assert not [pid for pid in left if Path(f"/proc/{pid}").exists()
+                and (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z")]
+    manifest = json.loads((run / "manifest.json").read_text())
+    STARTED_TOKENS.append(manifest["server"]["process"]["token"])
+    assert manifest["status"] == "complete"
+    assert_all_gone(manifest["server"]["process"])
+
+
+def test_stop_leftover_never_touches_a_process_it_cannot_prove_is_ours(tmp_path):
+    # A process group that reuses the recorded pgid, without the run's token: left alone.
+    other = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        block = {"launched": True, "process": {"pgid": other.pid, "launcher_pid": other.pid, "token": "not-it",
+                                               "boot_id": _boot_id()}}
+        assert stop_leftover(block) is None and other.poll() is None
+        # The run's own token, but recorded on another boot (or machine): nothing of it runs here.
+        mine = subprocess.Popen(["sleep", "60"], start_new_session=True, env={**os.environ, SERVER_TOKEN_ENV: "t1"})
+        try:
+            block["process"].update(token="t1", boot_id="another-boot")
+            assert stop_leftover(block) is None and mine.poll() is None
+            block["process"]["boot_id"] = _boot_id()
+            assert "stopped" in stop_leftover(block) and mine.wait(timeout=15) == -signal.SIGTERM
+        finally:
+            mine.kill()
+            mine.wait()
+        assert stop_leftover({"launched": False}) is None and stop_leftover(None) is None
+    finally:
+        other.kill()
+        other.wait()
+
+
+@pytest.mark.engine
+@pytest.mark.skipif(not (default_engine_venv() / "bin" / "python").exists(), reason="vLLM CPU engine not built")
+def test_kill_9_of_bench_stops_the_real_vllm_engine(tmp_path):
+    proc = start_bench("--variant", "cpu-tiny", "--limit", "40", "--results-dir", tmp_path, "--run-id", "e",
+                       "--idle-s", "0")
+    run = tmp_path / "e"
+    deadline = time.monotonic() + 600
+    while not ((run / "requests.jsonl").exists() and (run / "requests.jsonl").read_text().count("\n") >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.5)
+    process = json.loads((run / "manifest.json").read_text())["server"]["process"]
+    STARTED_TOKENS.append(process["token"])
+    assert len(group_members(process["pgid"])) >= 2  # launcher, API server, engine core
+    proc.kill()
+    proc.communicate()
+    assert_all_gone(process, settle_s=60)
