@@ -69,5 +69,5 @@ def demo(session: nox.Session) -> None:
     """Set up everything and run the main job on the embedded default (CPU engine, default suite)."""
     _engine(session)
     session.install("-e", ".")
-    args = session.posargs or ["--variant", "cpu-tiny"]
+    args = session.posargs or ["--variant", "reference"]  # trained weights: real per-task quality
     session.run("bench", "run", *args, env={"BENCH_HOME": os.getcwd()})

@@ -192,6 +192,8 @@ def load_variant(name_or_path: str) -> Variant:
     description = keys.take("description", str, default="")
     model = keys.take("model", str)
     env_var = keys.take("model_env", str)  # e.g. BENCH_MODEL_FP8: where the weights live on this machine
+    if model and model.startswith(("./", "../")):  # a folder beside the variant (benchmarks/models/reference)
+        model = str((path.parent / model).resolve())
     if env_var and os.environ.get(env_var):
         model = os.environ[env_var]
     served = keys.take("served_model_name", str, default=name)

@@ -118,8 +118,9 @@ FP8_W8A8_QUANTIZATION_CONFIG = {
 QUANTIZATION_CONFIGS = {"fp8": FP8_QUANTIZATION_CONFIG, "fp8-w8a8": FP8_W8A8_QUANTIZATION_CONFIG}
 
 
-def build_vocab(size, special):
-    """Dense vocab of exactly `size` ids: specials, byte fallback, printable characters, fillers."""
+def build_vocab(size, special, words=()):
+    """Dense vocab of exactly `size` ids: specials, byte fallback, printable characters, then (for a
+    trained model) "▁word" tokens with every prefix they merge through, then fillers."""
     vocab, used = {}, set()
 
     def put(token, i):
@@ -133,13 +134,39 @@ def build_vocab(size, special):
         put(f"<0x{b:02X}>", 238 + b)
     for n, ch in enumerate(["▁"] + [chr(c) for c in range(0x21, 0x7F)]):
         put(ch, 600 + n)
+    free = (i for i in range(size) if i not in used)
+    for piece in word_pieces(words):
+        if piece not in vocab:
+            put(piece, next(free))
     for i in range(size):
         if i not in used:
             put(f"▁tok{i}", i)
     return vocab
 
 
-def build(out, preset_name, layout):
+def word_pieces(words):
+    """Every prefix of each "▁word" from length 2 on, in merge order."""
+    pieces = []
+    for word in words:
+        w = "▁" + word
+        pieces += [w[:n] for n in range(2, len(w) + 1) if w[:n] not in pieces]
+    return pieces
+
+
+def word_merges(words):
+    """BPE merges that make each "▁word" one token: ▁ + c1, ▁c1 + c2, ... (a prefix chain, so
+    merges never compete inside a word; text is still encoded per character elsewhere)."""
+    merges = []
+    for word in words:
+        w = "▁" + word
+        merges += [(w[:n - 1], w[n - 1]) for n in range(2, len(w) + 1) if (w[:n - 1], w[n - 1]) not in merges]
+    return merges
+
+
+def build(out, preset_name, layout, preset=None, marker=True):
+    """Writes the folder (config, tokenizer, processor, generation config; no weights). `preset`
+    overrides PRESETS[preset_name] (train_reference.py passes its shapes, `pooling` and `words`);
+    `marker` writes DUMMY_MODEL.json, which marks a folder for vLLM's dummy load format."""
     import transformers
     from transformers import (
         Gemma4AudioConfig,
@@ -154,7 +181,8 @@ def build(out, preset_name, layout):
         GenerationConfig,
     )
 
-    p = PRESETS[preset_name]
+    p = preset or PRESETS[preset_name]
+    pooling = p.get("pooling", 3)
     special = {**TEXT_SPECIAL_IDS, **p["mm_ids"]}
     os.makedirs(out, exist_ok=True)
     rope = {
@@ -171,7 +199,7 @@ def build(out, preset_name, layout):
         max_position_embeddings=p["max_pos"], tie_word_embeddings=True, pad_token_id=0, bos_token_id=2,
         eos_token_id=1, dtype="bfloat16",
     )
-    vision = Gemma4VisionConfig(**p["vision"], pooling_kernel_size=3, patch_size=16, dtype="bfloat16",
+    vision = Gemma4VisionConfig(**p["vision"], pooling_kernel_size=pooling, patch_size=16, dtype="bfloat16",
                                 default_output_length=p["soft_tokens"])  # read by vLLM
     config = Gemma4Config(
         text_config=text, vision_config=vision,
@@ -179,7 +207,9 @@ def build(out, preset_name, layout):
         vision_soft_tokens_per_image=p["soft_tokens"], architectures=["Gemma4ForConditionalGeneration"],
         eos_token_id=[1, 106], dtype="bfloat16",
     )
-    tokenizer = GemmaTokenizer(vocab=build_vocab(p["vocab"], special), merges=[], add_bos_token=False,
+    words = p.get("words", ())
+    tokenizer = GemmaTokenizer(vocab=build_vocab(p["vocab"], special, words), merges=word_merges(words),
+                               add_bos_token=False,
                                padding_side="left", extra_special_tokens=NAMED_SPECIAL_TOKENS,
                                chat_template=CHAT_TEMPLATE)
     for token, want in special.items():
@@ -202,16 +232,18 @@ def build(out, preset_name, layout):
 
     processor = Gemma4Processor(
         image_processor=Gemma4ImageProcessor(image_seq_length=p["soft_tokens"], do_normalize=False,
-                                             max_soft_tokens=p["soft_tokens"], pooling_kernel_size=3, patch_size=16),
+                                             max_soft_tokens=p["soft_tokens"], pooling_kernel_size=pooling,
+                                             patch_size=16),
         feature_extractor=Gemma4AudioFeatureExtractor(), video_processor=Gemma4VideoProcessor(),
         tokenizer=tokenizer, image_seq_length=p["soft_tokens"], chat_template=CHAT_TEMPLATE,
     )
     processor.save_pretrained(out)
     GenerationConfig(pad_token_id=0, bos_token_id=2, eos_token_id=[1, 106, 50], temperature=1.0, do_sample=True,
                      top_k=64, top_p=0.95).save_pretrained(out)
-    with open(os.path.join(out, "DUMMY_MODEL.json"), "w") as f:
-        json.dump({"generator": "benchmarks/models/make_gemma4_dummy.py", "preset": preset_name, "layout": layout,
-                   "transformers": transformers.__version__}, f, indent=2)
+    if marker:
+        with open(os.path.join(out, "DUMMY_MODEL.json"), "w") as f:
+            json.dump({"generator": "benchmarks/models/make_gemma4_dummy.py", "preset": preset_name,
+                       "layout": layout, "transformers": transformers.__version__}, f, indent=2)
     print(f"wrote {out} ({preset_name}, {layout}) with transformers {transformers.__version__}")
 
 
