@@ -234,16 +234,21 @@ def make_handler(state: State):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                 self.wfile.flush()
 
+            if self._play(body, mode, write):
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+
+        def _play(self, body: dict, mode: str, write) -> bool:
+            """Send the answer's events through `write`, sleeping its pauses; False if it reset the connection."""
             for event in answer_events(state, body, mode):
                 if isinstance(event, float):
                     time.sleep(event)
                 elif event is RESET:
                     self._reset()
-                    return
+                    return False
                 else:
                     write(event)
-            self.wfile.write(b"0\r\n\r\n")
-            self.wfile.flush()
+            return True
 
         def _reset(self) -> None:
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
@@ -255,15 +260,12 @@ def make_handler(state: State):
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Connection", "close")
             self.end_headers()
-            for event in answer_events(state, body, mode):
-                if isinstance(event, float):
-                    time.sleep(event)
-                elif event is RESET:
-                    self._reset()
-                    return
-                else:
-                    self.wfile.write(event)
-                    self.wfile.flush()
+
+            def write(data: bytes) -> None:
+                self.wfile.write(data)
+                self.wfile.flush()
+
+            self._play(body, mode, write)
 
     return Handler
 
