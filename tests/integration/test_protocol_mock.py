@@ -4,6 +4,7 @@ passes of --samples K (or the first-pass fallback where there is none), and the 
 
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -77,3 +78,24 @@ def test_a_cold_start_is_flagged_and_a_warm_up_at_the_run_concurrency_absorbs_it
     run = load_run(tmp_path / "warm")
     assert not any(f.startswith("not_steady") for f in run.summary.flags), run.summary.flags
     assert run.manifest.segments[0].warmup.requests >= 6 and run.manifest.segments[0].warmup.settled
+
+
+def test_a_stall_at_idle_power_is_flagged_and_blocks_the_submission(mock_server, tmp_path):
+    """The first batch waits 4 s for its first token (a fresh server compiling) while the external
+    trace shows idle power; afterwards the GPU works at 600 W. The stall flag needs both."""
+    server = mock_server("--ttft-ms", "250", "--itl-ms", "10")
+    server.control(cold_requests=2, cold_ttft_ms=4000)
+    t0 = time.time()
+    t = np.arange(t0 - 5, t0 + 300, 0.05)
+    power = np.where(t < t0 + 4.0, 100.0, 600.0)
+    trace = tmp_path / "trace.csv"
+    pd.DataFrame({"time_s": t, "power_w": power}).to_csv(trace, index=False)
+    result = cli("run", "--base-url", server.url, "--results-dir", tmp_path, "--run-id", "stall", "--limit", "60",
+                 "--concurrency", "2", "--idle-s", "0.2", "--idle-after-s", "0.2", "--energy", "trace",
+                 "--power-trace", trace)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = load_run(tmp_path / "stall").summary
+    flags = [*summary.flags, *summary.energy.flags]
+    assert any(f.startswith("stall: 2 request(s)") for f in flags), flags
+    refused = cli("submit", tmp_path / "stall", "--baseline", tmp_path / "stall")
+    assert refused.returncode != 0 and "validity flags block the submission" in refused.stderr
