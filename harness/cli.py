@@ -244,7 +244,9 @@ def _print_summary(run_dir: Path) -> None:
     else:
         click.echo(f"energy: unavailable ({energy.unavailable_reason})")
     if quality.overall is not None:
-        click.echo(f"quality: {quality.overall:.3f} overall over {quality.items} items")
+        click.echo(f"quality: {quality.overall:.3f} overall over {quality.items} items ("
+                   + ", ".join(f"{task} {'n/a' if value is None else format(value, '.3f')}"
+                             for task, value in quality.by_task.items()) + ")")
     for flag in summary.all_flags:
         click.echo(f"flag: {flag}")
     click.echo(f"results: {run_dir}")
