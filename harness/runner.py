@@ -173,6 +173,10 @@ class _ManifestJournal:
 def _signals():
     """SIGTERM and SIGHUP end a run like Ctrl-C; the previous handlers come back afterwards."""
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+    # A process started in the background of a script (cron, nohup … &) inherits SIGINT ignored, and
+    # Python then installs no handler: Ctrl-C, and SIGTERM/SIGHUP (which end the run as a Ctrl-C),
+    # would be lost. The run installs its own.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGHUP, _raise_interrupt)  # a closed terminal
     try:

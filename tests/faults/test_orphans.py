@@ -31,9 +31,13 @@ def fake_variant(tmp_path: Path) -> Path:
     return variant
 
 
-def start_bench(*args) -> subprocess.Popen:
+def start_bench(*args, sigint_ignored: bool = False) -> subprocess.Popen:
+    """`sigint_ignored`: as a job started in the background of a script (cron, `nohup … &`) inherits it."""
+    def ignore_sigint():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     return subprocess.Popen([sys.executable, "-m", "harness.cli", "run", *map(str, args)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ignore_sigint if sigint_ignored else None)
 
 
 STARTED_TOKENS: list[str] = []
@@ -49,10 +53,12 @@ def no_strays():
                 os.kill(pid, signal.SIGKILL)
 
 
-def start_run(tmp_path: Path, *extra, limit: int = 40) -> tuple[subprocess.Popen, Path, dict]:
+def start_run(tmp_path: Path, *extra, limit: int = 40, sigint_ignored: bool = False
+              ) -> tuple[subprocess.Popen, Path, dict]:
     """A real `bench run` on the fake server, once it has journalled two requests."""
     proc = start_bench("--variant", fake_variant(tmp_path), "--results-dir", tmp_path, "--run-id", "r",
-                       "--idle-s", "0", "--limit", limit, *(extra or ("--energy", "none")))
+                       "--idle-s", "0", "--limit", limit, *(extra or ("--energy", "none")),
+                       sigint_ignored=sigint_ignored)
     run = tmp_path / "r"
     deadline = time.monotonic() + 60
     while not ((run / "requests.jsonl").exists() and (run / "requests.jsonl").read_text().count("\n") >= 2):
@@ -98,6 +104,18 @@ def test_kill_9_of_bench_takes_the_server_group_with_it(tmp_path):
 def test_sighup_stops_the_run_as_incomplete_and_the_server(tmp_path):
     proc, run, process = start_run(tmp_path)
     proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 4 and "--resume" in err and "Traceback" not in err
+    assert json.loads((run / "manifest.json").read_text())["status"] == "incomplete"
+    assert_all_gone(process)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_run_started_with_sigint_ignored_still_stops_on_a_signal(tmp_path, sig):
+    """Started in the background of a script, bench inherits SIGINT ignored; SIGTERM (which ends a
+    run as a Ctrl-C does) and an explicit SIGINT must still stop it, marked incomplete."""
+    proc, run, process = start_run(tmp_path, sigint_ignored=True)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 4 and "--resume" in err and "Traceback" not in err
     assert json.loads((run / "manifest.json").read_text())["status"] == "incomplete"
