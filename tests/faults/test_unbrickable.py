@@ -37,7 +37,9 @@ def quiet():
 def test_disk_full_mid_run_ends_incomplete_and_resume_finishes(mock_server, tmp_path, monkeypatch):
     """Item 2: ENOSPC on the journal ends the run like an interruption; after space is freed,
     --resume sends every missing item."""
-    server = mock_server("--ttft-ms", "1", "--itl-ms", "0")
+    # Requests longer than the journal's group-commit interval: one append per record, one at a time,
+    # so the third append is the one that meets the full disk whatever the machine's load.
+    server = mock_server("--ttft-ms", "40", "--itl-ms", "0")
     real = store._open_append
     budget = {"appends": 2}
 
