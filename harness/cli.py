@@ -199,33 +199,14 @@ def run_cmd(ctx, variant, base_url, model, api_key_file, model_path, dummy_weigh
 
 
 def _sweep(spec, levels, quiet: bool) -> None:
-    """One run per level, back to back, each in its own folder; then a table of the levels.
-    (Each level starts a launched variant's server anew; attached servers serve every level.)"""
-    from dataclasses import replace
-
-    from harness.finalize import open_run
-    from harness.load import level_name
     from harness.progress import for_terminal
-    from harness.runner import execute
+    from harness.sweep import run_sweep, sweep_lines
 
-    rows = []
-    for load in levels:
-        settings = replace(spec.settings, concurrency=load.concurrency, request_rate=load.request_rate,
-                           run_id=f"{spec.settings.run_id}-{level_name(load)}")
-        run_dir = execute(replace(spec, settings=settings), for_terminal(quiet))
-        _print_summary(run_dir)
-        summary = open_run(run_dir).summary
-        lat, energy = summary.latency, summary.energy
-        rows.append((level_name(load), lat.requests_per_s, lat.ttft_s.p50, lat.e2e_s.p50, lat.e2e_s.p99,
-                     energy.j_per_request_mean if energy.available else None))
-    click.echo("level      req/s   ttft p50   e2e p50   e2e p99   J/request")
-    for name, rps, ttft, e2e, e2e99, jpr in rows:
-        click.echo(f"{name:<8} {_num(rps, 7, 2)} {_num(ttft, 10, 3)} {_num(e2e, 9, 3)} {_num(e2e99, 9, 3)} "
-                   f"{_num(jpr, 11, 2)}")
-
-
-def _num(value, width: int, digits: int) -> str:
-    return f"{'n/a':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
+    rows = run_sweep(spec, levels, for_terminal(quiet))
+    for row in rows:
+        _print_summary(row.run_dir)
+    for line in sweep_lines(rows):
+        click.echo(line)
 
 
 def _print_summary(run_dir: Path) -> None:

@@ -204,3 +204,18 @@ def test_kill_9_of_bench_stops_the_real_vllm_engine(tmp_path):
     proc.kill()
     proc.communicate()
     assert_all_gone(process, settle_s=60)
+
+
+def test_a_sweep_starts_a_launched_server_once(tmp_path):
+    """`--concurrency 1,2` with a launched variant: one server start serves both levels."""
+    result = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--variant", fake_variant(tmp_path),
+                             "--results-dir", tmp_path, "--run-id", "sw", "--idle-s", "0", "--limit", "3",
+                             "--energy", "none", "--concurrency", "1,2", "--quiet"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    log = (tmp_path / "sw-server" / "server.log").read_text()
+    assert log.count("listening on") == 1
+    for level in ("sw-c1", "sw-c2"):
+        manifest = json.loads((tmp_path / level / "manifest.json").read_text())
+        assert manifest["status"] == "complete" and manifest["variant"]["name"] == "fake"
+    assert not list(tmp_path.glob("sw-c*/server.log"))  # no level started a server of its own

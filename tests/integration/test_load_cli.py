@@ -72,10 +72,15 @@ def test_rate_limited_requests_wait_retry_and_are_resent_on_resume(mock_server, 
 
 def test_a_concurrency_list_is_a_sweep_of_runs(mock_server, tmp_path):
     server = mock_server("--ttft-ms", "1", "--itl-ms", "0", "--tokens", "2")
+    server.control(prefix_cache=True, dev_mode=True)  # a server that caches prompts and can forget them
     result = run(server, tmp_path, "sw", "--limit", "2", "--concurrency", "1,2", "--quiet")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "sw-c1" / "summary.json").exists() and (tmp_path / "sw-c2" / "summary.json").exists()
     table = result.stdout[result.stdout.index("level"):].splitlines()
     assert [line.split()[0] for line in table[1:]] == ["c1", "c2"]
+    assert table[1].endswith("fresh server") and table[2].endswith("reset")
+    # The same items at every level, each level first-seen: the caches were reset in between.
+    for level in ("sw-c1", "sw-c2"):
+        assert (pd.read_parquet(tmp_path / level / "requests.parquet")["cached_tokens"] == 0).all()
     bad = run(server, tmp_path, "bad", "--concurrency", "1,x")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--concurrency" in bad.stderr
