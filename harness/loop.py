@@ -314,8 +314,10 @@ class WorkLoop:
     def _check_failure_share(self) -> None:
         s = self.spec.settings
         if self.finished >= 10 and self.failed / self.finished > s.max_failure_share:
-            self.abort_reason = (f"{self.failed} of {self.finished} requests failed, more than the allowed "
-                                 f"{s.max_failure_share:.0%} (--max-failure-share)")
+            self.check_server()  # failures because the server died: say that, not the failure count
+            if self.abort_reason is None:
+                self.abort_reason = (f"{self.failed} of {self.finished} requests failed, more than the allowed "
+                                     f"{s.max_failure_share:.0%} (--max-failure-share)")
 
     async def _run_units(self, units: list[WorkUnit]) -> None:
         """Supervise: after each finished request and at least once a second, journal the power

@@ -241,7 +241,17 @@ class LaunchedServer:
                           f"of {self.log_path}:\n{log_tail(self.log_path)}")
 
     def exit_code(self) -> int | None:
-        return self.proc.poll() if self.proc else None
+        """The server's exit status once it is gone, else None. The launcher exits the way the server did,
+        but only after sweeping the workers the server left (a few seconds): when the server itself is
+        already gone, wait for that, so a dead server is never mistaken for a live one meanwhile."""
+        if self.proc is None:
+            return None
+        code = self.proc.poll()
+        server_pid = self.handle.pid if self.handle is not None else None
+        if code is None and server_pid and not _running(server_pid):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = self.proc.wait(timeout=LAUNCHER_SWEEP_WAIT_S)
+        return code
 
     def stop(self) -> None:
         proc = self.proc
@@ -300,6 +310,20 @@ def _start_ticks(pid: int) -> int | None:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
     except (OSError, IndexError, ValueError):
         return None
+
+
+LAUNCHER_SWEEP_WAIT_S = 15.0  # the launcher's sweep of orphaned workers: 2 s grace, then SIGKILL
+
+
+def _running(pid: int) -> bool:
+    """Is `pid` a live process (not gone, not a zombie waiting to be reaped)? Unknown without /proc: yes."""
+    if not Path("/proc/self").exists():
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def process_identity(pgid: int, server_pid: int | None, token: str) -> dict:

@@ -219,3 +219,14 @@ def test_a_sweep_starts_a_launched_server_once(tmp_path):
         manifest = json.loads((tmp_path / level / "manifest.json").read_text())
         assert manifest["status"] == "complete" and manifest["variant"]["name"] == "fake"
     assert not list(tmp_path.glob("sw-c*/server.log"))  # no level started a server of its own
+
+
+def test_a_dead_server_is_named_as_the_cause_while_its_launcher_still_sweeps_workers(tmp_path):
+    """The server is SIGKILLed; its worker ignores SIGTERM, so the launcher needs seconds to sweep it.
+    Meanwhile every request fails: the run must still say the server died, not that requests failed."""
+    proc, run, process = start_run(tmp_path, "--energy", "none", "--max-retries", "0")
+    os.kill(process["server_pid"], signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 4 and "server died" in err and "Traceback" not in err, err
+    assert "server died" in json.loads((run / "manifest.json").read_text())["incomplete_cause"]
+    assert_all_gone(process)
