@@ -1,11 +1,15 @@
 """The history database: one row per run, across nights. Adapter over SQLAlchemy (Core).
 
-Default: an embedded SQLite file (`results/history.sqlite`); any SQLAlchemy URL (e.g.
-`postgresql+psycopg://host/db`) when a team shares one. The schema is created and migrated by
-the tool itself: a `schema_info` table holds the version, and `MIGRATIONS` brings an older
-database forward step by step inside one transaction. SQLite runs in WAL mode, so a reader
-(`bench history`, a dashboard) never locks the nightly writer out, with a busy timeout for
-two writers. Every SQLAlchemy error is translated once, here, into HistoryError.
+Default: an embedded SQLite file (`results/history.sqlite`); any SQLAlchemy URL when a team
+shares one (PostgreSQL through psycopg 3, the `postgres` extra: `postgresql://user@host/db` means
+`postgresql+psycopg://`). The schema is created and migrated by the tool itself: a `schema_info`
+table holds the version; a new database is created at the current version, an older one is brought
+forward step by step (`MIGRATIONS`) inside one transaction that holds a lock (PostgreSQL: an advisory
+lock; SQLite: the write lock), so two nightlies opening a new or old database at once create or migrate
+it once. SQLite runs in WAL mode, so a
+reader (`bench history`, a dashboard) never locks the nightly writer out, with a busy timeout for
+two writers; PostgreSQL readers never block writers anyway (MVCC). Every database error is
+translated once, here, into HistoryError; a password in the URL never appears in a message.
 
 What a row says about a run is read from the stored run in one place (`row_from_run`), so the
 rest of the harness's model of a run can change without touching the database."""
@@ -24,12 +28,13 @@ from statistics import NormalDist
 
 import numpy as np
 
+from harness.credentials import redact_url
 from harness.energy.analysis import headline_selection
 from harness.errors import HistoryError
 from harness.regression import ChangePoint, DetectorSettings, NightPoint, detect, noise_sigma
 from harness.store import RunData
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_URL = "sqlite:///results/history.sqlite"
 CONFIDENCE = 0.95
 
@@ -194,76 +199,125 @@ def failed_row(run_id: str, run_dir: Path, variant: str, night_id: str, lane: st
 
 
 def _url(url_or_path: str) -> str:
-    return url_or_path if "://" in url_or_path else f"sqlite:///{Path(url_or_path).expanduser()}"
+    """A SQLAlchemy URL: a bare path is a SQLite file; PostgreSQL without a driver means psycopg 3
+    (SQLAlchemy's own default, psycopg2, is not what the `postgres` extra installs)."""
+    if "://" not in url_or_path:
+        return f"sqlite:///{Path(url_or_path).expanduser()}"
+    for bare in ("postgresql://", "postgres://"):
+        if url_or_path.startswith(bare):
+            return "postgresql+psycopg://" + url_or_path.removeprefix(bare)
+    return url_or_path
 
 
 def _tables(metadata):
-    from sqlalchemy import Column, Float, Integer, String, Table, Text
+    from sqlalchemy import Column, Float, Index, Integer, Table, Text
 
-    kinds = {"float | None": Float, "float": Float, "int | None": Integer, "str": String(512),
-             "str | None": String(512)}
-    text_columns = {"sampling", "flags", "error"}
-    columns = [Column(f.name, Text if f.name in text_columns else kinds[f.type], nullable=f.name not in
-                      ("run_id", "run_dir", "night_id", "variant")) for f in fields(RunRow)]
-    runs = Table("runs", metadata, Column("id", Integer, primary_key=True, autoincrement=True), *columns)
+    kinds = {"float | None": Float, "float": Float, "int | None": Integer, "str": Text, "str | None": Text}
+    columns = [Column(f.name, kinds[f.type], nullable=f.name not in ("run_id", "run_dir", "night_id", "variant"))
+               for f in fields(RunRow)]
+    runs = Table("runs", metadata, Column("id", Integer, primary_key=True, autoincrement=True), *columns,
+                 Index("runs_by_dir", "run_dir", unique=True), Index("runs_by_variant_night", "variant", "night_id"))
     info = Table("schema_info", metadata, Column("version", Integer, nullable=False))
     return runs, info
 
 
-def _create_v1(conn, runs, info) -> None:
-    from sqlalchemy import Index
+def _v2_text_columns(conn, runs) -> None:
+    """v1 declared strings VARCHAR(512): PostgreSQL enforces the length (a run folder's path or URL can be
+    longer), SQLite never did (its VARCHAR is TEXT), so only PostgreSQL (and other strict databases) change."""
+    from sqlalchemy import String, inspect, text
 
-    runs.create(conn)
-    Index("runs_by_dir", runs.c.run_dir, unique=True).create(conn)
-    Index("runs_by_variant_night", runs.c.variant, runs.c.night_id).create(conn)
+    if conn.dialect.name == "sqlite":
+        return
+    for column in inspect(conn).get_columns("runs"):
+        if isinstance(column["type"], String) and getattr(column["type"], "length", None):
+            conn.execute(text(f"ALTER TABLE runs ALTER COLUMN {column['name']} TYPE TEXT"))
 
 
-# version -> step that brings a database at version-1 to version (v1 creates the tables).
-MIGRATIONS = {1: _create_v1}
+# version -> step that brings a database at version-1 to version. A new database is created at
+# SCHEMA_VERSION directly (`_tables`); v1 (2026-11) is tests/fixtures/history-v1.sqlite.
+MIGRATIONS = {2: _v2_text_columns}
+MIGRATION_LOCK = 0x6265_6E63_6868  # PostgreSQL advisory lock key of the schema ("benchh")
 
 
 class History:
-    """Open (creating or migrating) a history database; add rows; read them back."""
+    """Open (creating or migrating) a history database; add rows; read them back.
+    `create=False` (readers): a database without a history is an error, and nothing is created."""
 
     def __init__(self, url_or_path: str = DEFAULT_URL, create: bool = True):
-        from sqlalchemy import MetaData, create_engine, event
         from sqlalchemy.exc import SQLAlchemyError
 
         self.url = _url(url_or_path)
+        self.shown = redact_url(self.url)  # what messages say
+        self.engine = None
         try:
-            if self.url.startswith("sqlite:///"):
-                path = Path(self.url.removeprefix("sqlite:///"))
-                if not create and not path.exists():  # a reader must not leave an empty database behind
-                    raise HistoryError(f"no history database at {path} (`bench nightly` or `bench history import` "
-                                       f"creates it)")
-                path.parent.mkdir(parents=True, exist_ok=True)
-            self.engine = create_engine(self.url)
-            if self.engine.dialect.name == "sqlite":
-                @event.listens_for(self.engine, "connect")
-                def _sqlite_pragmas(dbapi_conn, _record):  # WAL: readers never block the writer
-                    cursor = dbapi_conn.cursor()
-                    cursor.execute("PRAGMA journal_mode=WAL")
-                    cursor.execute("PRAGMA busy_timeout=30000")
-                    cursor.close()
-            self.metadata = MetaData()
-            self.runs, self.info = _tables(self.metadata)
-            self._migrate()
+            self._open(create)
+        except ImportError as exc:  # the URL's driver is not installed
+            self.close()
+            raise HistoryError(f"history database {self.shown}: driver {exc.name or exc} is not installed"
+                               f"{' (pip install energy-harness[postgres])' if exc.name == 'psycopg' else ''}"
+                               ) from None
         except (SQLAlchemyError, OSError) as exc:
-            raise HistoryError(f"history database {self.url}: {_first_line(exc)}") from None
+            self.close()
+            raise HistoryError(f"history database {self.shown}: {_first_line(exc)}") from None
+        except BaseException:
+            self.close()
+            raise
 
-    def _migrate(self) -> None:
+    def _open(self, create: bool) -> None:
+        from sqlalchemy import MetaData, create_engine, event
+
+        if self.url.startswith("sqlite:///"):
+            path = Path(self.url.removeprefix("sqlite:///"))
+            if not create and not path.exists():  # a reader must not leave an empty database behind
+                raise HistoryError(f"no history database at {path} (`bench nightly` or `bench history import` "
+                                   f"creates it)")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        # pre-ping: a nightly holds the engine for hours, and a database server drops idle connections
+        self.engine = create_engine(self.url, pool_pre_ping=not self.url.startswith("sqlite"))
+        if self.engine.dialect.name == "sqlite":
+            @event.listens_for(self.engine, "connect")
+            def _sqlite_pragmas(dbapi_conn, _record):  # WAL: readers never block the writer
+                cursor = dbapi_conn.cursor()
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA busy_timeout=30000")
+                cursor.close()
+        self.metadata = MetaData()
+        self.runs, self.info = _tables(self.metadata)
+        self._migrate(create)
+
+    def _version(self, conn) -> int | None:
         from sqlalchemy import inspect, select
 
+        if not inspect(conn).has_table("schema_info"):
+            return None
+        return conn.execute(select(self.info.c.version)).scalar_one()
+
+    def _migrate(self, create: bool) -> None:
+        from sqlalchemy import text
+
+        with self.engine.connect() as conn:  # the usual case: up to date, and a reader takes no lock
+            version = self._version(conn)
+        if version == SCHEMA_VERSION:
+            return
         with self.engine.begin() as conn:
-            if not inspect(conn).has_table("schema_info"):
-                self.info.create(conn)
-                conn.execute(self.info.insert().values(version=0))
-            version = conn.execute(select(self.info.c.version)).scalar_one()
+            # One opener at a time creates or migrates the schema; the others wait, then find it done.
+            if conn.dialect.name == "postgresql":  # released at commit
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+            elif conn.dialect.name == "sqlite":  # the write lock before the first read (busy_timeout waits for it)
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            version = self._version(conn)
+            if version is None:
+                if not create:
+                    raise HistoryError(f"no history in {self.shown} (`bench nightly` or `bench history import` "
+                                       f"creates it)")
+                self.metadata.create_all(conn)
+                conn.execute(self.info.insert().values(version=SCHEMA_VERSION))
+                return
             if version > SCHEMA_VERSION:
-                raise HistoryError(f"history database {self.url} has schema {version}; this harness knows up to "
+                raise HistoryError(f"history database {self.shown} has schema {version}; this harness knows up to "
                                    f"{SCHEMA_VERSION} (upgrade energy-harness)")
             for step in range(version + 1, SCHEMA_VERSION + 1):
-                MIGRATIONS[step](conn, self.runs, self.info)
+                MIGRATIONS[step](conn, self.runs)
                 conn.execute(self.info.update().values(version=step))
 
     def schema_version(self) -> int:
@@ -283,7 +337,7 @@ class History:
                     conn.execute(self.runs.delete().where(self.runs.c.run_dir == row.run_dir))
                     conn.execute(self.runs.insert().values(**asdict(row)))
         except SQLAlchemyError as exc:
-            raise HistoryError(f"history database {self.url}: cannot add runs ({_first_line(exc)})") from None
+            raise HistoryError(f"history database {self.shown}: cannot add runs ({_first_line(exc)})") from None
         return len(rows)
 
     def rows(self, variant: str | None = None, since: str | None = None) -> list[RunRow]:
@@ -301,10 +355,11 @@ class History:
             with self.engine.connect() as conn:
                 return [RunRow(**dict(r._mapping)) for r in conn.execute(query)]
         except SQLAlchemyError as exc:
-            raise HistoryError(f"history database {self.url}: cannot read ({_first_line(exc)})") from None
+            raise HistoryError(f"history database {self.shown}: cannot read ({_first_line(exc)})") from None
 
     def close(self) -> None:
-        self.engine.dispose()
+        if self.engine is not None:
+            self.engine.dispose()
 
     def __enter__(self) -> History:
         return self

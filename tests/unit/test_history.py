@@ -1,4 +1,5 @@
-"""The history database, and alarms over a history built from the recorded H200 runs."""
+"""The history database, and alarms over a history built from the recorded H200 runs. The tests that
+take `db` run twice: on SQLite and on a throwaway PostgreSQL server (tests/postgres.py)."""
 
 import functools
 import json
@@ -12,9 +13,15 @@ from harness.errors import HistoryError
 from harness.history import SCHEMA_VERSION, History, judge, row_from_run, series
 from harness.report.trends import history_page
 from harness.store import load_run
-from tests.conftest import H200_RUNS, bench
+from tests.conftest import FIXTURES, H200_RUNS, bench, cli
 
 STEADY = [H200_RUNS / "bf16-c1-r1", H200_RUNS / "bf16-c1-r2"]  # one server, steady state: 208.6 and 207.0 J
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path) -> str:
+    """A history database that does not exist yet: a SQLite path, or an empty PostgreSQL database's URL."""
+    return str(tmp_path / "history.sqlite") if request.param == "sqlite" else request.getfixturevalue("postgres_url")
 
 
 @functools.cache
@@ -39,31 +46,36 @@ def copy_run(source, target, energy_scale=1.0):
     return target
 
 
-def recorded_history(tmp_path, nights=12, step_from=None, scale=1.10):
-    db = tmp_path / "history.sqlite"
+def recorded_history(tmp_path, nights=12, step_from=None, scale=1.10, db=None):
+    db = db or str(tmp_path / "history.sqlite")
     rows = []
     for k in range(1, nights + 1):
         night = f"2026-12-{k:02d}"
         run = copy_run(STEADY[k % 2], tmp_path / "runs" / f"bf16-{night}",
                        scale if step_from is not None and k >= step_from else 1.0)
         rows.append(row_from_run(load_run(run), night_id=night))
-    with History(str(db)) as history:
+    with History(db) as history:
         history.add(rows)
     return db
 
 
-def test_schema_is_created_versioned_and_in_wal_mode(tmp_path):
-    path = tmp_path / "h.sqlite"
-    with History(str(path)) as history:
+def test_schema_is_created_versioned_and_a_newer_one_refused(db):
+    from sqlalchemy import text
+
+    with History(db) as history:
         assert history.schema_version() == SCHEMA_VERSION
         history.add([row_from_run(load_run(STEADY[0]))])
-    conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    conn.execute("UPDATE schema_info SET version = 99")
-    conn.commit()
-    conn.close()
+        with history.engine.begin() as conn:
+            conn.execute(text("UPDATE schema_info SET version = 99"))
     with pytest.raises(HistoryError, match="schema 99"):
-        History(str(path))
+        History(db)
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path):
+    path = tmp_path / "h.sqlite"
+    with History(str(path)) as history:
+        history.add([row_from_run(load_run(STEADY[0]))])
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_a_row_carries_what_makes_runs_comparable_and_its_intervals(tmp_path):
@@ -75,23 +87,41 @@ def test_a_row_carries_what_makes_runs_comparable_and_its_intervals(tmp_path):
     assert row.quality == 0.0 and row.flags == "[]"
 
 
-def test_import_twice_replaces_the_run(tmp_path):
-    db = tmp_path / "h.sqlite"
-    with History(str(db)) as history:
+def test_import_twice_replaces_the_run(db):
+    with History(db) as history:
         history.add([row_from_run(load_run(STEADY[0]), night_id="a")])
-    result = bench("history", "import", *STEADY, "--night-id", "b", "--db", db)
+    result = cli("history", "import", *STEADY, "--night-id", "b", "--db", db)
     assert result.returncode == 0 and "imported 2 run(s)" in result.stdout, result.stderr
-    with History(str(db)) as history:
+    with History(db) as history:
         assert [r.night_id for r in history.rows()] == ["b", "b"]
 
 
-def test_recorded_runs_with_an_injected_step_alarm_at_the_first_bad_night(tmp_path):
-    db = recorded_history(tmp_path, step_from=10)
-    result = bench("history", "--db", db, "--variant", "bf16", "--check")
+def test_the_recorded_protocol_runs_import_and_query(db):
+    """`bench history import` of the four-H200 protocol runs, then `bench history` queries on them."""
+    protocol = FIXTURES / "h200x4-20261127-protocol"
+    runs = [protocol / "fp8-w8a8-c1", protocol / "fp8-c16", protocol / "bf16-competition" / "warm"]
+    result = cli("history", "import", *runs, "--db", db)
+    assert result.returncode == 0, result.stderr
+    table = cli("history", "--db", db, "--variant", "fp8")
+    assert table.returncode == 0, table.stderr
+    (line,) = [x for x in table.stdout.splitlines() if x.startswith("2026-11-27")]
+    assert "sweep-c16" in line and "fp8 c16" in line and "26.78" in line and "complete" in line
+    everything = cli("history", "--db", db, "--metric", "quality", "--since", "2026-11-27")
+    assert everything.returncode == 0 and len(everything.stdout.splitlines()) == 1 + len(runs)
+    assert cli("history", "--db", db, "--since", "2026-11-28").stdout.splitlines() == [table.stdout.splitlines()[0]]
+    with History(db, create=False) as history:
+        rows = {r.run_dir: r for r in history.rows()}
+    assert rows[str(runs[0].resolve())].j_per_request == pytest.approx(163.7405, abs=1e-3)
+    assert rows[str(runs[2].resolve())].gpu_uuid == "GPU-a7d887d8-9fe1-475a-4ba1-b80aa0ce8253"
+
+
+def test_recorded_runs_with_an_injected_step_alarm_at_the_first_bad_night(tmp_path, db):
+    recorded_history(tmp_path, step_from=10, db=db)
+    result = cli("history", "--db", db, "--variant", "bf16", "--check")
     assert result.returncode == 4, result.stdout + result.stderr
     assert "REGRESSION bf16 c1" in result.stdout and "from night 2026-12-10" in result.stdout
     assert "bf16-2026-12-09" in result.stdout and "bf16-2026-12-10" in result.stdout  # the runs to compare
-    with History(str(db)) as history:
+    with History(db) as history:
         rows = history.rows()
     (alarm,) = judge(rows, ["j_per_request"])
     assert alarm.change.first_bad_night == "2026-12-10" and 0.07 < alarm.change.ci_low_rel < 0.10
@@ -102,7 +132,7 @@ def test_recorded_runs_with_an_injected_step_alarm_at_the_first_bad_night(tmp_pa
 
 def test_recorded_runs_without_a_change_raise_nothing(tmp_path):
     db = recorded_history(tmp_path, nights=10)
-    with History(str(db)) as history:
+    with History(db) as history:
         rows = history.rows()
     assert len(rows) == 10 and judge(rows, ["j_per_request", "quality"]) == []
     for night in range(6, 11):  # nor on any earlier night
@@ -142,6 +172,16 @@ def test_reading_a_missing_history_is_one_line_and_creates_nothing(tmp_path):
     assert not (tmp_path / "none.sqlite").exists()
 
 
+def test_reading_a_database_without_a_history_creates_no_table(postgres_url):
+    from sqlalchemy import create_engine, inspect
+
+    result = cli("history", "--db", postgres_url)
+    assert result.returncode == 2 and "no history in postgresql+psycopg://" in result.stderr, result.stderr
+    engine = create_engine(postgres_url)
+    assert inspect(engine).get_table_names() == []
+    engine.dispose()
+
+
 def test_nights_with_validity_flags_are_marked(tmp_path):
     from dataclasses import replace
 
@@ -154,22 +194,66 @@ def test_nights_with_validity_flags_are_marked(tmp_path):
     assert trend_rows(rows, "j_per_request")[1][-1] == "throttled: power cap"
 
 
+def v1_database(db) -> None:
+    """The committed history written by schema version 1 (tests/fixtures/history-v1.sqlite, two recorded H200
+    runs), at `db`: the file itself for SQLite; on PostgreSQL its tables as v1 declared them (reflected from
+    the file, VARCHAR(512) strings and all) and its rows."""
+    from sqlalchemy import MetaData, create_engine, select
+
+    source = FIXTURES / "history-v1.sqlite"
+    if "://" not in db:
+        shutil.copy(source, db)
+        return
+    old, new = create_engine(f"sqlite:///{source}"), create_engine(db)
+    tables = MetaData()
+    tables.reflect(old)
+    with old.connect() as read, new.begin() as write:
+        tables.create_all(write)
+        for table in tables.sorted_tables:
+            rows = [{k: v for k, v in r._mapping.items() if k != "id"} for r in read.execute(select(table))]
+            write.execute(table.insert(), rows)
+    old.dispose()
+    new.dispose()
+
+
+def test_a_version_1_database_is_migrated_on_open(db, tmp_path):
+    from dataclasses import replace
+
+    from sqlalchemy import String, inspect
+
+    v1_database(db)
+    long_dir = "/" + "deep/" * 150 + "run"  # 751 characters: v1's VARCHAR(512) refuses it on PostgreSQL
+    with History(db) as history:
+        assert history.schema_version() == SCHEMA_VERSION == 2
+        old = history.rows()
+        assert [(r.run_id, r.night_id) for r in old] == [("bf16-c1-r1", "2026-11-26"), ("bf16-c1-r2", "2026-11-27")]
+        assert old[0].j_per_request == pytest.approx(208.62, abs=0.01)  # the old rows survive, values intact
+        history.add([replace(row_from_run(load_run(STEADY[0]), night_id="2026-11-28"), run_dir=long_dir)])
+        assert [r.run_dir for r in history.rows()][-1] == long_dir
+        if history.engine.dialect.name == "postgresql":
+            lengths = [c["type"].length for c in inspect(history.engine).get_columns("runs")
+                       if isinstance(c["type"], String)]
+            assert lengths and set(lengths) == {None}
+    with History(db) as history:  # opening again migrates nothing more
+        assert history.schema_version() == 2 and len(history.rows()) == 3
+
+
 def test_an_older_database_is_migrated_step_by_step(tmp_path, monkeypatch):
     import harness.history as history_module
 
     path = tmp_path / "h.sqlite"
-    with History(str(path)) as history:  # written at version 1
+    with History(str(path)) as history:  # written at the current version
         history.add([row_from_run(load_run(STEADY[0]), night_id="a")])
 
-    def add_note_column(conn, runs, info):
+    def add_note_column(conn, runs):
         from sqlalchemy import text
 
         conn.execute(text("ALTER TABLE runs ADD COLUMN note TEXT"))
 
-    monkeypatch.setattr(history_module, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(history_module.MIGRATIONS, 2, add_note_column)
+    monkeypatch.setattr(history_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setitem(history_module.MIGRATIONS, SCHEMA_VERSION + 1, add_note_column)
     with History(str(path)) as history:
-        assert history.schema_version() == 2 and len(history.rows()) == 1  # the old rows survive
+        assert history.schema_version() == SCHEMA_VERSION + 1 and len(history.rows()) == 1  # the old rows survive
     columns = [r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(runs)")]
     assert "note" in columns
 
@@ -198,3 +282,82 @@ def test_intervals_cover_the_requests_the_headline_covers(tmp_path):
     row = row_from_run(load_run(run))
     assert json.loads((run / "summary.json").read_text())["energy"]["headline_requests"] == "first-seen"
     assert (row.j_per_request_low + row.j_per_request_high) / 2 == pytest.approx(row.j_per_request, rel=1e-9)
+
+
+def test_postgresql_readers_and_the_writer_do_not_wait_for_each_other(postgres_url):
+    """A reader holding a snapshot open does not hold the nightly's write back, and a write in
+    progress does not hold a reader (`bench history`) back: it sees the last committed nights."""
+    import threading
+    from dataclasses import asdict, replace
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    with History(postgres_url) as history:
+        history.add([row_from_run(load_run(STEADY[0]), night_id="a")])
+        url = make_url(postgres_url)
+        with psycopg.connect(host=url.host, port=url.port, user=url.username, dbname=url.database) as reader:
+            reader.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            reader.execute("SET lock_timeout = '2s'")
+            assert reader.execute("SELECT count(*) FROM runs").fetchone() == (1,)  # its snapshot is taken
+            history.add([row_from_run(load_run(STEADY[1]), night_id="a")])  # committed while the reader is open
+            assert reader.execute("SELECT count(*) FROM runs").fetchone() == (1,)  # its snapshot is unchanged
+        with history.engine.begin() as writing:  # a write in progress: the night's rows, not yet committed
+            for path in STEADY:
+                row = replace(row_from_run(load_run(path), night_id="b"), run_dir=f"{path}-night-b")
+                writing.execute(history.runs.insert().values(**asdict(row)))
+            seen = []
+
+            def read():
+                with History(postgres_url, create=False) as other:
+                    seen.append(other.rows())
+
+            reading = threading.Thread(target=read)
+            reading.start()
+            reading.join(timeout=10)
+            assert not reading.is_alive() and [r.night_id for r in seen[0]] == ["a", "a"]
+        assert [r.night_id for r in history.rows()] == ["a", "a", "b", "b"]
+
+
+def test_two_nightlies_opening_a_new_database_at_once_create_it_once(db):
+    import threading
+
+    barrier, errors, versions = threading.Barrier(4), [], []
+
+    def open_it():
+        barrier.wait()
+        try:
+            with History(db) as history:
+                versions.append(history.schema_version())
+        except HistoryError as exc:
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=open_it) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert errors == [] and versions == [SCHEMA_VERSION] * 4
+    from sqlalchemy import text
+
+    with History(db) as history, history.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM schema_info")).scalar_one() == 1
+
+
+def test_postgresql_urls_as_people_write_them_and_errors_that_hide_the_password(postgres_server):
+    from tests.postgres import USER
+
+    bare = f"postgresql://{USER}@127.0.0.1:{postgres_server.port}/{postgres_server.new_database().rsplit('/')[-1]}"
+    with History(bare) as history:  # no driver named: psycopg 3, what the `postgres` extra installs
+        assert history.engine.dialect.driver == "psycopg" and history.schema_version() == SCHEMA_VERSION
+    secret = f"postgresql://{USER}:hunter2@127.0.0.1:{postgres_server.port}/no_such_db"
+    result = cli("history", "import", STEADY[0], "--db", secret)
+    assert result.returncode == 2 and "postgresql+psycopg://***@127.0.0.1" in result.stderr, result.stderr
+    assert "no_such_db" in result.stderr and "hunter2" not in result.stderr + result.stdout
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_database_driver_that_is_not_installed_is_one_line():
+    result = cli("history", "--db", "postgresql+pg8000://u:pw@127.0.0.1:9/db")
+    assert result.returncode == 2 and "driver pg8000 is not installed" in result.stderr, result.stderr
+    assert "pw" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

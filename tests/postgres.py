@@ -1,0 +1,146 @@
+"""A throwaway PostgreSQL server on loopback for the history tests (`postgres_url` fixture).
+
+`initdb` into a temporary folder, the postmaster started as a child of the test session on a free
+loopback port with its unix socket in that folder, one fresh database per test, and the server
+stopped (fast shutdown, SIGKILL after 10 s) and its folder removed when the session ends. The
+postmaster is not started with `pg_ctl start`, which detaches it: as our child with a parent-death
+signal, it dies with the session even when pytest itself is killed, and its backends follow it.
+
+The binaries are looked up on PATH, then where Debian puts them (/usr/lib/postgresql/*/bin);
+without them the tests are skipped, saying so. PostgreSQL refuses to run as root: as root the
+server runs as the `postgres` user (Debian's package creates it), else as `nobody`."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import itertools
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+USER = "bench"
+START_TIMEOUT_S = 30.0
+
+
+def postgres_bin() -> Path | None:
+    """The folder holding initdb and postgres, or None."""
+    on_path = shutil.which("initdb")
+    candidates = [Path(os.path.realpath(on_path)).parent] if on_path else []
+    candidates += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)]
+    return next((c for c in candidates if (c / "initdb").is_file() and (c / "postgres").is_file()), None)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class PostgresServer:
+    def __init__(self, bindir: Path):
+        self.bindir = bindir
+        self.root = Path(tempfile.mkdtemp(prefix="bench-pg-"))  # not under pytest's 0700 tmp: the server user reads it
+        self.data, self.socket_dir = self.root / "data", self.root / "socket"
+        self.port = _free_port()
+        self.proc: subprocess.Popen | None = None
+        self._names = itertools.count(1)
+        self._as_user: list[str] = []
+        if os.geteuid() == 0:
+            try:
+                account = pwd.getpwnam("postgres")
+            except KeyError:
+                account = pwd.getpwnam("nobody")
+            self._as_user = ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--clear-groups"]
+            os.chown(self.root, account.pw_uid, account.pw_gid)
+        self.socket_dir.mkdir()
+        if self._as_user:
+            os.chown(self.socket_dir, account.pw_uid, account.pw_gid)
+
+    def start(self) -> None:
+        init = subprocess.run([*self._as_user, str(self.bindir / "initdb"), "-D", str(self.data), "-U", USER,
+                               "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions"],
+                              capture_output=True, text=True, timeout=120)
+        if init.returncode != 0:
+            raise RuntimeError(f"initdb failed: {init.stderr.strip()[-500:]}")
+        # Durability off: a throwaway server, and the tests must be quick.
+        cmd = [str(self.bindir / "postgres"), "-D", str(self.data), "-h", "127.0.0.1", "-p", str(self.port),
+               "-k", str(self.socket_dir), "-c", "fsync=off", "-c", "synchronous_commit=off",
+               "-c", "full_page_writes=off"]
+        if self._as_user:  # setpriv sets the parent-death signal after changing user (a uid change clears it)
+            cmd = [*self._as_user, "--pdeathsig=SIGKILL", *cmd]
+        with open(self.root / "server.log", "wb") as log:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log,
+                                         preexec_fn=None if self._as_user else _die_with_parent)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                self.admin("SELECT 1")
+                return
+            except Exception:  # not accepting connections yet
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    log = (self.root / "server.log").read_text(errors="replace")[-800:]
+                    self.stop()
+                    raise RuntimeError(f"postgres did not start: {log}") from None
+                time.sleep(0.05)
+
+    def admin(self, sql: str):
+        import psycopg
+
+        with psycopg.connect(host="127.0.0.1", port=self.port, user=USER, dbname="postgres", autocommit=True,
+                             connect_timeout=2) as conn:
+            return conn.execute(sql).fetchall() if sql.lstrip().upper().startswith("SELECT") else conn.execute(sql)
+
+    def new_database(self) -> str:
+        """A fresh, empty database; its SQLAlchemy URL."""
+        name = f"history_{next(self._names)}"
+        self.admin(f"CREATE DATABASE {name}")
+        return self.url(name)
+
+    def url(self, name: str) -> str:
+        return f"postgresql+psycopg://{USER}@127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGINT)  # fast shutdown: ends the backends, then the postmaster
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _die_with_parent() -> None:
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    bindir = postgres_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL binaries not found (initdb on PATH or /usr/lib/postgresql/*/bin); .ci/run installs "
+                    "Debian's postgresql")
+    server = PostgresServer(bindir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """The URL of a fresh, empty database on the session's PostgreSQL server."""
+    return postgres_server.new_database()
