@@ -3,10 +3,13 @@
 A key is one line of visible ASCII, read from a file or the environment (never the command line:
 shell history), and never appears in a message, a log or a results file: an error says what is
 wrong with it, not what it is. Credentials in `--base-url` (`http://user:pass@host`) are refused,
-because the URL is stored with the run; `redact_url` hides them wherever a URL is shown."""
+because the URL is stored with the run; `redact_url` hides them wherever a URL is shown.
+A variant's `env:` and `vllm:` blocks go to the server as written, but what a run stores of them
+passes `redact_secrets` (keys kept, secret values replaced by "<redacted>")."""
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
@@ -75,3 +78,35 @@ def check_base_url(url: str) -> str:
     if parts.query or parts.fragment:
         raise ConfigError(f"--base-url {shown}: expected no query or fragment (it would be stored with the run)")
     return url.strip()
+
+
+REDACTED = "<redacted>"
+# Names that hold secrets (HF_TOKEN, VLLM_API_KEY, AWS_SECRET_ACCESS_KEY, DB_PASSWORD, hf-token, api_key...),
+# matched on the name upper-cased with '-' as '_'. TOKEN and KEY only as a whole word or at the end, so
+# TOKENIZERS_PARALLELISM or max_num_batched_tokens stay readable.
+SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|CREDENTIAL|PRIVATE|API_?KEY|TOKEN$|KEY$"
+                         r"|(^|_)(TOKEN|KEY|PASS|AUTH|COOKIE)(_|$)")
+# Values that are secrets whatever their name: Hugging Face, OpenAI, GitHub, Slack tokens, AWS key ids.
+SECRET_VALUE = re.compile(r"^(hf_|sk-|ghp_|gho_|ghs_|github_pat_|xox[abprs]-|AKIA|ASIA)[A-Za-z0-9_\-]{8,}$")
+
+
+def is_secret_name(name: str) -> bool:
+    return bool(SECRET_NAME.search(str(name).upper().replace("-", "_")))
+
+
+def redact_secrets(block: Mapping) -> dict:
+    """A copy of an `env:` or `vllm:` block fit to be stored: the value of every key that names a
+    secret, and every value that is a known token, becomes "<redacted>"; a password in a URL value
+    becomes `***` (`redact_url`); nested blocks likewise. Keys are kept: a reader still sees that
+    HF_TOKEN was set."""
+    out = {}
+    for key, value in (block or {}).items():
+        if isinstance(value, Mapping):
+            out[key] = redact_secrets(value)
+        elif is_secret_name(key) or (isinstance(value, str) and SECRET_VALUE.match(value.strip())):
+            out[key] = REDACTED
+        elif isinstance(value, str) and "@" in value and "://" in value:
+            out[key] = redact_url(value)
+        else:
+            out[key] = value
+    return out

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.credentials import redact_secrets
 from harness.energy.analysis import EnergySummary
 from harness.records import SCHEMA_VERSION, GpuInfo, MeterInfo, RequestRecord, RunStatus
 
@@ -70,6 +71,10 @@ class VariantInfo:
     vllm: dict = field(default_factory=dict)
     env: dict = field(default_factory=dict)
 
+    def __post_init__(self):  # no secret in a manifest, written or read (reports, submissions, history)
+        object.__setattr__(self, "vllm", redact_secrets(self.vllm))
+        object.__setattr__(self, "env", redact_secrets(self.env))
+
 
 @dataclass(frozen=True)
 class ServerInfo:
@@ -81,6 +86,9 @@ class ServerInfo:
     vllm_version: str | None = None
     pid: int | None = None
     process: dict = field(default_factory=dict)  # launcher/group/token of a launched server (server.stop_leftover)
+
+    def __post_init__(self):
+        object.__setattr__(self, "env_overrides", redact_secrets(self.env_overrides))
 
     @classmethod
     def from_json(cls, data: dict) -> ServerInfo:

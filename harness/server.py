@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from harness.config import Variant, default_engine_venv
-from harness.credentials import check_base_url, redact_url
+from harness.credentials import check_base_url, redact_secrets, redact_url
 from harness.errors import ServerError
 from harness.launcher import group_members
 from harness.protocol import INSTRUMENTATION_ENV, INSTRUMENTATION_FLAGS
@@ -199,7 +199,7 @@ class LaunchedServer:
         try:
             server_pid = self._read_pid(report_r)
             self.handle = ServerHandle(base_url=f"http://127.0.0.1:{port}/v1", model=self.variant.served_model_name,
-                                       launched=True, command=cmd, env_overrides=env_overrides,
+                                       launched=True, command=cmd, env_overrides=redact_secrets(env_overrides),
                                        config_file=str(config_file), pid=server_pid,
                                        process=process_identity(self.proc.pid, server_pid, token))
             self._wait_healthy(port)
