@@ -108,3 +108,22 @@ def test_ctrl_c_stops_the_night_and_keeps_what_finished(tmp_path, mock_server):
     assert ("base", "complete") in rows and ("cand", "incomplete") in rows  # the interrupted run, resumable
     assert not [r for r in rows if r[0] == "third"]  # the third never started
     assert not list(night.glob("*-02-third-c2"))
+
+
+def test_a_night_into_a_shared_postgresql_history(tmp_path, mock_server, postgres_url):
+    """The history on PostgreSQL (a throwaway server): the night's rows land there, a failed run's
+    too, and the verdicts and report rebuild from it."""
+    from harness.history import History
+
+    server = mock_server("--answer", "4")
+    config = night_config(tmp_path, server.url, lanes="[]")
+    config.write_text(config.read_text().replace(f"history: {tmp_path / 'history.sqlite'}", f"history: {postgres_url}")
+                      .replace("limit: 4", "limit: 2"))
+    result = bench("nightly", "--config", config, "--night-id", "2026-12-02", timeout=300)
+    assert result.returncode == 2, result.stdout + result.stderr  # the variant whose server is down
+    with History(postgres_url, create=False) as history:
+        assert sorted((r.variant, r.status) for r in history.rows()) == [
+            ("base", "complete"), ("cand", "complete"), ("down", "failed")]
+    assert not (tmp_path / "history.sqlite").exists()
+    rebuilt = bench("nightly", "--config", config, "--night-id", "2026-12-02", "--report-only")
+    assert rebuilt.returncode == 2 and (tmp_path / "nightly" / "2026-12-02" / "night.html").exists(), rebuilt.stderr
