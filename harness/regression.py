@@ -88,13 +88,16 @@ class ChangePoint:
     worse: bool  # in the bad direction for this metric
     runs_before: tuple[str, ...]  # the runs to compare: the last good night's ...
     runs_after: tuple[str, ...]  # ... and the first bad night's
+    flagged_nights: tuple[str, ...] = ()  # nights on the new level (or the last good one) with validity flags
 
     def describe(self, series: str) -> str:
         kind = "REGRESSION" if self.worse else "improvement"
         return (f"{kind} {series}: {self.change_rel:+.1%} (CI {self.ci_low_rel:+.1%} .. {self.ci_high_rel:+.1%}, "
                 f"noise {self.noise_rel:.1%}) from night {self.first_bad_night} "
                 f"({self.before:.4g} -> {self.after:.4g}); compare {', '.join(self.runs_before) or '?'} "
-                f"with {', '.join(self.runs_after) or '?'}")
+                f"with {', '.join(self.runs_after) or '?'}"
+                + (f"; validity flags on night {', '.join(self.flagged_nights)}: check those runs before believing it"
+                   if self.flagged_nights else ""))
 
 
 def noise_sigma(values: Sequence[float], ses: Sequence[float | None]) -> float:
@@ -154,4 +157,5 @@ def detect(points: Sequence[NightPoint], settings: DetectorSettings = DetectorSe
         first_bad_night=window[cp].night_id, last_good_night=window[cp - 1].night_id, before=before, after=after,
         change_rel=delta / abs(before), ci_low_rel=(delta - half) / abs(before),
         ci_high_rel=(delta + half) / abs(before), noise_rel=sigma / abs(before), nights_after=nights_after,
-        worse=worse, runs_before=window[cp - 1].runs, runs_after=window[cp].runs)
+        worse=worse, runs_before=window[cp - 1].runs, runs_after=window[cp].runs,
+        flagged_nights=tuple(p.night_id for p in window[cp - 1:] if p.flagged))

@@ -10,10 +10,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from harness.history import METRICS, Alarm, RunRow, series  # noqa: E402
+from harness.history import METRICS, Alarm, RunRow, series, series_label  # noqa: E402
 from harness.report import document  # noqa: E402
 
 Z95 = 1.959964
+FLAG_COLOR = "#c00000"  # the ring around a night with validity flags
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -21,20 +22,20 @@ def _fmt(value, digits: int = 4) -> str:
 
 
 def trend_rows(rows: list[RunRow], metric: str) -> list[list[str]]:
-    """One line per run: night, run, series, value [interval], status, flags."""
+    """One line per run: night, run, series (named as in the plots and alarms), value [interval], status, flags."""
     column = METRICS[metric][0]
     out = []
     for r in rows:
         low, high = getattr(r, f"{column}_low", None), getattr(r, f"{column}_high", None)
         interval = f"[{_fmt(low)}, {_fmt(high)}]" if low is not None else ""
         flags = "; ".join(r.flag_list)
-        out.append([r.night_id, r.run_id, f"{r.variant} c{r.concurrency}", _fmt(getattr(r, column)), interval,
+        out.append([r.night_id, r.run_id, series_label(r.comparable_key), _fmt(getattr(r, column)), interval,
                     r.status, (flags or (r.error or ""))[:80]])
     return out
 
 
 TREND_HEADERS = ["night", "run", "series", "value", "95% CI", "status", "flags / error"]
-TREND_WIDTHS = [12, 34, 14, 10, 24, 10, 0]
+TREND_WIDTHS = [12, 34, 28, 10, 24, 10, 0]
 
 
 def trend_lines(rows: list[RunRow], metric: str) -> list[str]:
@@ -50,6 +51,7 @@ def trend_plot(rows: list[RunRow], metric: str, alarms: list[Alarm], path: Path)
     nights = sorted({p.night_id for points in by_series.values() for p in points})
     position = {n: i for i, n in enumerate(nights)}
     fig, ax = plt.subplots(figsize=(9, 4))
+    ringed = False
     for label, points in sorted(by_series.items()):
         x = [position[p.night_id] for p in points]
         y = [p.value for p in points]
@@ -57,8 +59,9 @@ def trend_plot(rows: list[RunRow], metric: str, alarms: list[Alarm], path: Path)
         line = ax.errorbar(x, y, yerr=err, marker="o", ms=4, lw=1, capsize=2, label=label)
         flagged = [(xi, yi) for xi, yi, p in zip(x, y, points, strict=True) if p.flagged]
         if flagged:
-            ax.scatter(*zip(*flagged, strict=True), s=110, facecolors="none", edgecolors="#c00000", lw=1.5,
-                       zorder=5, label="validity flags" if label == sorted(by_series)[0] else None)
+            ax.scatter(*zip(*flagged, strict=True), s=110, facecolors="none", edgecolors=FLAG_COLOR, lw=1.5,
+                       zorder=5, label=None if ringed else "validity flags")  # one legend entry, whichever series
+            ringed = True
         for alarm in alarms:
             if alarm.series == label and alarm.metric == metric and alarm.change.first_bad_night in position:
                 ax.axvline(position[alarm.change.first_bad_night] - 0.5, color=line[0].get_color(), ls="--", lw=1)

@@ -361,3 +361,46 @@ def test_a_database_driver_that_is_not_installed_is_one_line():
     result = cli("history", "--db", "postgresql+pg8000://u:pw@127.0.0.1:9/db")
     assert result.returncode == 2 and "driver pg8000 is not installed" in result.stderr, result.stderr
     assert "pw" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def ring_pixels(png) -> int:
+    """Pixels of the plot drawn in the validity-flag ring's colour."""
+    import numpy as np
+    from PIL import Image
+
+    from harness.report.trends import FLAG_COLOR
+
+    rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    target = np.array([int(FLAG_COLOR[i:i + 2], 16) for i in (1, 3, 5)])
+    return int((np.abs(rgb - target).sum(axis=2) < 40).sum())
+
+
+def test_history_html_rings_flagged_nights_and_names_the_change(tmp_path, db):
+    """`bench history --html --check` on a recorded history with a 10 % step from night 10 and validity
+    flags on nights 5 and 11: the page names the first bad night, the change with its interval, the runs
+    to compare and the flagged night on the new level; the plot rings the flagged nights."""
+    from dataclasses import replace
+
+    rows = []
+    for k in range(1, 13):
+        night = f"2026-12-{k:02d}"
+        run = copy_run(STEADY[k % 2], tmp_path / "runs" / f"bf16-{night}", 1.10 if k >= 10 else 1.0)
+        row = row_from_run(load_run(run), night_id=night)
+        rows.append(replace(row, flags=json.dumps(["stall: 3 requests"])) if k in (5, 11) else row)
+    with History(db) as history:
+        history.add(rows)
+    result = cli("history", "--db", db, "--html", tmp_path / "page", "--check")
+    assert result.returncode == 4, result.stdout + result.stderr
+    page = (tmp_path / "page" / "history.html").read_text()
+    (alarm,) = [line for line in page.splitlines() if "REGRESSION" in line]
+    assert "from night 2026-12-10" in alarm and "+10." in alarm and "(CI +" in alarm and "noise" in alarm
+    assert "bf16-2026-12-09" in alarm and "bf16-2026-12-10" in alarm  # the runs to compare
+    assert "validity flags on night 2026-12-11" in alarm and "2026-12-05" not in alarm  # only the new level's
+    assert page.count("stall: 3 requests") == 2  # the flagged runs' rows in the table
+    assert "bf16 c1 GPU-7fe618e2" in page  # the table names series as the plot and the alarm do
+    assert ring_pixels(tmp_path / "page" / "trend-j_per_request.png") > 50
+
+    with History(db) as history:  # the same nights without flags: no ring
+        history.add([replace(r, flags="[]") for r in rows])
+    assert cli("history", "--db", db, "--html", tmp_path / "clean").returncode == 0
+    assert ring_pixels(tmp_path / "clean" / "trend-j_per_request.png") == 0
