@@ -443,7 +443,7 @@ def history_import_cmd(db: str, run_dirs, night_id, db_here) -> None:
     rows = [row_from_run(load_run(d), night_id=night_id) for d in run_dirs]
     with History(db) as history:
         history.add(rows)
-    click.echo(f"imported {len(rows)} run(s) into {db}")
+    click.echo(f"imported {len(rows)} run(s) into {history.shown}")  # the URL without its password
 
 
 def run() -> None:

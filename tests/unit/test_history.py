@@ -350,6 +350,10 @@ def test_postgresql_urls_as_people_write_them_and_errors_that_hide_the_password(
     bare = f"postgresql://{USER}@127.0.0.1:{postgres_server.port}/{postgres_server.new_database().rsplit('/')[-1]}"
     with History(bare) as history:  # no driver named: psycopg 3, what the `postgres` extra installs
         assert history.engine.dialect.driver == "psycopg" and history.schema_version() == SCHEMA_VERSION
+    with_password = bare.replace(f"{USER}@", f"{USER}:hunter2@")  # the test server trusts any password
+    imported = cli("history", "import", STEADY[0], "--db", with_password)
+    assert imported.returncode == 0 and "into postgresql+psycopg://***@127.0.0.1" in imported.stdout, imported.stderr
+    assert "hunter2" not in imported.stdout + imported.stderr
     secret = f"postgresql://{USER}:hunter2@127.0.0.1:{postgres_server.port}/no_such_db"
     result = cli("history", "import", STEADY[0], "--db", secret)
     assert result.returncode == 2 and "postgresql+psycopg://***@127.0.0.1" in result.stderr, result.stderr
