@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import socket
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
@@ -86,6 +87,7 @@ class RunRow:
     requests_per_s: float | None
     flags: str  # JSON list of validity flags
     error: str | None  # why a run failed (first line)
+    host: str = ""  # the machine whose `run_dir` this is: with a shared history, one path on two hosts is two runs
 
     @property
     def flag_list(self) -> list[str]:
@@ -138,9 +140,14 @@ def model_fingerprint(model: str | None) -> str | None:
     return digest.hexdigest()[:16]
 
 
+def this_host() -> str:
+    return socket.gethostname()
+
+
 def row_from_run(run: RunData, *, night_id: str | None = None, lane: str = "", harness_git: str | None = None,
-                 error: str | None = None) -> RunRow:
-    """The history row of a stored run (the one place that reads the run's stored model)."""
+                 error: str | None = None, host: str | None = None) -> RunRow:
+    """The history row of a stored run (the one place that reads the run's stored model); `host`: the
+    machine holding the run folder [default: this one]."""
     m, s = run.manifest, run.summary
     energy = s.energy if s is not None else None
     quality = s.quality if s is not None else None
@@ -187,6 +194,7 @@ def row_from_run(run: RunData, *, night_id: str | None = None, lane: str = "", h
         output_tokens_per_s=latency.output_tokens_per_s if latency else None,
         requests_per_s=latency.requests_per_s if latency else None,
         flags=json.dumps(list(s.flags) if s is not None else []), error=error or m.incomplete_cause,
+        host=host or this_host(),
     )
 
 
@@ -195,7 +203,8 @@ def failed_row(run_id: str, run_dir: Path, variant: str, night_id: str, lane: st
     empty = {f.name: None for f in fields(RunRow)}
     return RunRow(**{**empty, "run_id": run_id, "run_dir": str(Path(run_dir).resolve()), "night_id": night_id,
                      "lane": lane, "created_wall_s": time.time(), "status": "failed", "variant": variant,
-                     "sampling": "{}", "flags": "[]", "error": error.splitlines()[0] if error else "failed"})
+                     "sampling": "{}", "flags": "[]", "error": error.splitlines()[0] if error else "failed",
+                     "host": this_host()})
 
 
 def _url(url_or_path: str) -> str:
@@ -213,29 +222,35 @@ def _tables(metadata):
     from sqlalchemy import Column, Float, Index, Integer, Table, Text
 
     kinds = {"float | None": Float, "float": Float, "int | None": Integer, "str": Text, "str | None": Text}
-    columns = [Column(f.name, kinds[f.type], nullable=f.name not in ("run_id", "run_dir", "night_id", "variant"))
-               for f in fields(RunRow)]
+    required = ("run_id", "run_dir", "night_id", "variant", "host")
+    columns = [Column(f.name, kinds[f.type], nullable=f.name not in required,
+                      server_default="" if f.name == "host" else None) for f in fields(RunRow)]
     runs = Table("runs", metadata, Column("id", Integer, primary_key=True, autoincrement=True), *columns,
-                 Index("runs_by_dir", "run_dir", unique=True), Index("runs_by_variant_night", "variant", "night_id"))
+                 Index("runs_by_host_dir", "host", "run_dir", unique=True),
+                 Index("runs_by_variant_night", "variant", "night_id"))
     info = Table("schema_info", metadata, Column("version", Integer, nullable=False))
     return runs, info
 
 
-def _v2_text_columns(conn, runs) -> None:
+def _v2_text_and_host(conn, runs) -> None:
     """v1 declared strings VARCHAR(512): PostgreSQL enforces the length (a run folder's path or URL can be
-    longer), SQLite never did (its VARCHAR is TEXT), so only PostgreSQL (and other strict databases) change."""
+    longer), SQLite never did (its VARCHAR is TEXT). v1 identified a run by its folder's path alone: in a
+    history shared by several machines, the same path on two hosts replaced each other's rows; v2 adds the
+    host ('' for the rows v1 wrote) and identifies a run by (host, path)."""
     from sqlalchemy import String, inspect, text
 
-    if conn.dialect.name == "sqlite":
-        return
-    for column in inspect(conn).get_columns("runs"):
-        if isinstance(column["type"], String) and getattr(column["type"], "length", None):
-            conn.execute(text(f"ALTER TABLE runs ALTER COLUMN {column['name']} TYPE TEXT"))
+    if conn.dialect.name != "sqlite":
+        for column in inspect(conn).get_columns("runs"):
+            if isinstance(column["type"], String) and getattr(column["type"], "length", None):
+                conn.execute(text(f"ALTER TABLE runs ALTER COLUMN {column['name']} TYPE TEXT"))
+    conn.execute(text("ALTER TABLE runs ADD COLUMN host TEXT NOT NULL DEFAULT ''"))
+    conn.execute(text("DROP INDEX runs_by_dir"))
+    conn.execute(text("CREATE UNIQUE INDEX runs_by_host_dir ON runs (host, run_dir)"))
 
 
 # version -> step that brings a database at version-1 to version. A new database is created at
 # SCHEMA_VERSION directly (`_tables`); v1 (2026-11) is tests/fixtures/history-v1.sqlite.
-MIGRATIONS = {2: _v2_text_columns}
+MIGRATIONS = {2: _v2_text_and_host}
 MIGRATION_LOCK = 0x6265_6E63_6868  # PostgreSQL advisory lock key of the schema ("benchh")
 
 
@@ -327,14 +342,16 @@ class History:
             return conn.execute(select(self.info.c.version)).scalar_one()
 
     def add(self, rows: Iterable[RunRow]) -> int:
-        """Insert rows; a run already present (same folder) is replaced. One transaction."""
+        """Insert rows; a run already present (same host and folder) is replaced. One transaction."""
         from sqlalchemy.exc import SQLAlchemyError
 
         rows = list(rows)
         try:
             with self.engine.begin() as conn:
                 for row in rows:
-                    conn.execute(self.runs.delete().where(self.runs.c.run_dir == row.run_dir))
+                    # '' : a row from before hosts were recorded (schema 1), taken to be this folder's
+                    conn.execute(self.runs.delete().where(self.runs.c.host.in_((row.host, ""))
+                                                          & (self.runs.c.run_dir == row.run_dir)))
                     conn.execute(self.runs.insert().values(**asdict(row)))
         except SQLAlchemyError as exc:
             raise HistoryError(f"history database {self.shown}: cannot add runs ({_first_line(exc)})") from None

@@ -35,6 +35,7 @@ from harness.history import (
     failed_row,
     judge,
     row_from_run,
+    this_host,
 )
 from harness.regression import DetectorSettings
 
@@ -535,7 +536,7 @@ def conclude(config: NightConfig, night_id: str, outcomes: list[RunOutcome] | No
     with History(config.history_url, create=False) as history:
         everything = history.rows()
     tonight = {str(Path(o.run_dir).resolve()) for o in outcomes}
-    rows = [r for r in everything if r.run_dir in tonight]
+    rows = [r for r in everything if r.run_dir in tonight and r.host in (this_host(), "")]  # shared: ours
     gates = _gates(config, outcomes)
     comparison, spread = _comparison(config, rows)
     alarms = judge(everything, config.metrics, config.detector, night_id=night_id)

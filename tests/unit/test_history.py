@@ -228,6 +228,7 @@ def test_a_version_1_database_is_migrated_on_open(db, tmp_path):
         old = history.rows()
         assert [(r.run_id, r.night_id) for r in old] == [("bf16-c1-r1", "2026-11-26"), ("bf16-c1-r2", "2026-11-27")]
         assert old[0].j_per_request == pytest.approx(208.62, abs=0.01)  # the old rows survive, values intact
+        assert {r.host for r in old} == {""}  # v1 did not record the host
         history.add([replace(row_from_run(load_run(STEADY[0]), night_id="2026-11-28"), run_dir=long_dir)])
         assert [r.run_dir for r in history.rows()][-1] == long_dir
         if history.engine.dialect.name == "postgresql":
@@ -408,3 +409,16 @@ def test_history_html_rings_flagged_nights_and_names_the_change(tmp_path, db):
         history.add([replace(r, flags="[]") for r in rows])
     assert cli("history", "--db", db, "--html", tmp_path / "clean").returncode == 0
     assert ring_pixels(tmp_path / "clean" / "trend-j_per_request.png") == 0
+
+
+def test_a_shared_history_keeps_the_same_path_on_two_hosts_apart(db):
+    """Two GPU hosts run the same nightly config from the same checkout path: their run folders have the
+    same path, and both runs stay; a run imported again from its own host replaces its row."""
+    with History(db) as history:
+        history.add([row_from_run(load_run(STEADY[0]), night_id="n1", host=h) for h in ("gpu-a", "gpu-b")])
+        history.add([row_from_run(load_run(STEADY[0]), night_id="n2", host="gpu-a")])
+        assert sorted((r.host, r.night_id) for r in history.rows()) == [("gpu-a", "n2"), ("gpu-b", "n1")]
+    imported = cli("history", "import", STEADY[0], "--db", db, "--night-id", "n3")  # from this machine
+    assert imported.returncode == 0, imported.stderr
+    with History(db) as history:
+        assert len(history.rows()) == 3
