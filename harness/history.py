@@ -6,9 +6,9 @@ shares one (PostgreSQL through psycopg 3, the `postgres` extra: `postgresql://us
 table holds the version; a new database is created at the current version, an older one is brought
 forward step by step (`MIGRATIONS`) inside one transaction that holds a lock (PostgreSQL: an advisory
 lock; SQLite: the write lock), so two nightlies opening a new or old database at once create or migrate
-it once. SQLite runs in WAL mode, so a
-reader (`bench history`, a dashboard) never locks the nightly writer out, with a busy timeout for
-two writers; PostgreSQL readers never block writers anyway (MVCC). Every database error is
+it once. SQLite runs in WAL mode, so a reader (`bench history`, a dashboard) never locks the nightly
+writer out, with a busy timeout for two writers; PostgreSQL readers never block writers anyway (MVCC).
+A run is identified by its host and its folder's path on that host. Every database error is
 translated once, here, into HistoryError; a password in the URL never appears in a message.
 
 What a row says about a run is read from the stored run in one place (`row_from_run`), so the
