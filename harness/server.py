@@ -72,6 +72,9 @@ class ServerHandle:
     pid: int | None = None  # the server's main process
     process: dict = field(default_factory=dict)  # launched: how to find its group again (process_identity)
 
+    def __post_init__(self):  # a record (manifest, competition.json): the server's own env has the secrets
+        self.env_overrides = redact_secrets(self.env_overrides)
+
     def manifest_block(self) -> dict:
         """What the manifest records of the server (`stop_leftover` reads `process` back)."""
         return {"base_url": self.base_url, "model": self.model, "launched": self.launched, "command": self.command,
@@ -199,7 +202,7 @@ class LaunchedServer:
         try:
             server_pid = self._read_pid(report_r)
             self.handle = ServerHandle(base_url=f"http://127.0.0.1:{port}/v1", model=self.variant.served_model_name,
-                                       launched=True, command=cmd, env_overrides=redact_secrets(env_overrides),
+                                       launched=True, command=cmd, env_overrides=env_overrides,
                                        config_file=str(config_file), pid=server_pid,
                                        process=process_identity(self.proc.pid, server_pid, token))
             self._wait_healthy(port)

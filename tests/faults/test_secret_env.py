@@ -85,3 +85,12 @@ def test_known_token_shapes_are_redacted_under_any_name_and_nested_blocks_too():
              "URL": "postgresql://u:pw@db/x", "PLAIN": "http://host/x"}
     assert redact_secrets(block) == {"EXTRA": REDACTED, "speculative_config": {"api_key": REDACTED, "num_tokens": 3},
                                      "URL": "postgresql://***@db/x", "PLAIN": "http://host/x"}
+
+
+def test_the_server_record_keeps_no_secret():
+    """What competition.json and the manifest take from a launched server."""
+    from harness.server import ServerHandle
+
+    handle = ServerHandle("http://127.0.0.1:1/v1", "m", True, env_overrides={"HF_TOKEN": "x", "VLLM_FOO": "1"})
+    assert handle.env_overrides == {"HF_TOKEN": REDACTED, "VLLM_FOO": "1"}
+    assert handle.manifest_block()["env_overrides"]["HF_TOKEN"] == REDACTED
