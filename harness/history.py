@@ -252,6 +252,7 @@ def _v2_text_and_host(conn, runs) -> None:
 # SCHEMA_VERSION directly (`_tables`); v1 (2026-11) is tests/fixtures/history-v1.sqlite.
 MIGRATIONS = {2: _v2_text_and_host}
 MIGRATION_LOCK = 0x6265_6E63_6868  # PostgreSQL advisory lock key of the schema ("benchh")
+MIGRATION_WAIT_S = 60.0  # PostgreSQL: longest wait for the locks a creation or migration needs
 
 
 class History:
@@ -317,6 +318,8 @@ class History:
         with self.engine.begin() as conn:
             # One opener at a time creates or migrates the schema; the others wait, then find it done.
             if conn.dialect.name == "postgresql":  # released at commit
+                # A migration waits for readers' transactions on `runs`; a forgotten one fails it, it never hangs.
+                conn.execute(text(f"SET LOCAL lock_timeout = '{int(MIGRATION_WAIT_S * 1000)}ms'"))
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             elif conn.dialect.name == "sqlite":  # the write lock before the first read (busy_timeout waits for it)
                 conn.exec_driver_sql("BEGIN IMMEDIATE")

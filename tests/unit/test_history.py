@@ -422,3 +422,23 @@ def test_a_shared_history_keeps_the_same_path_on_two_hosts_apart(db):
     assert imported.returncode == 0, imported.stderr
     with History(db) as history:
         assert len(history.rows()) == 3
+
+
+def test_a_migration_waits_for_a_reader_then_fails_in_one_line_not_forever(postgres_url, monkeypatch):
+    """A dashboard's transaction left open on `runs` holds the migration's lock: the migration gives up
+    after MIGRATION_WAIT_S with one line, and succeeds once the reader is gone."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    import harness.history as history_module
+
+    v1_database(postgres_url)
+    monkeypatch.setattr(history_module, "MIGRATION_WAIT_S", 0.5)
+    url = make_url(postgres_url)
+    with psycopg.connect(host=url.host, port=url.port, user=url.username, dbname=url.database) as reader:
+        reader.execute("SELECT count(*) FROM runs").fetchone()  # its transaction stays open
+        with pytest.raises(HistoryError, match="lock timeout") as info:
+            History(postgres_url)
+        assert "\n" not in str(info.value)
+    with History(postgres_url) as history:
+        assert history.schema_version() == SCHEMA_VERSION and len(history.rows()) == 2
