@@ -82,10 +82,10 @@ def check_base_url(url: str) -> str:
 
 REDACTED = "<redacted>"
 # Names that hold secrets (HF_TOKEN, VLLM_API_KEY, AWS_SECRET_ACCESS_KEY, DB_PASSWORD, hf-token, api_key...),
-# matched on the name upper-cased with '-' as '_'. TOKEN and KEY only as a whole word or at the end, so
-# TOKENIZERS_PARALLELISM or max_num_batched_tokens stay readable.
-SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|CREDENTIAL|PRIVATE|API_?KEY|TOKEN$|KEY$"
-                         r"|(^|_)(TOKEN|KEY|PASS|AUTH|COOKIE)(_|$)")
+# matched on the name upper-cased with '-' as '_'. TOKEN and KEY only at the end (or as API/ACCESS key), so
+# TOKENIZERS_PARALLELISM, max_num_batched_tokens or allowed_token_ids stay readable.
+SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|CREDENTIAL|PRIVATE|API_?KEY|ACCESS_?KEY|TOKEN$|KEY$"
+                         r"|(^|_)(PASS|AUTH|COOKIE)(_|$)")
 # Values that are secrets whatever their name: Hugging Face, OpenAI, GitHub, Slack tokens, AWS key ids.
 SECRET_VALUE = re.compile(r"^(hf_|sk-|ghp_|gho_|ghs_|github_pat_|xox[abprs]-|AKIA|ASIA)[A-Za-z0-9_\-]{8,}$")
 

@@ -73,6 +73,7 @@ def test_secrets_reach_the_server_and_no_stored_file(tmp_path):
     ("HF_TOKEN", True), ("HUGGING_FACE_HUB_TOKEN", True), ("OPENAI_API_KEY", True), ("VLLM_API_KEY", True),
     ("AWS_SECRET_ACCESS_KEY", True), ("AWS_SESSION_TOKEN", True), ("PGPASSWORD", True), ("DB_PASS", True),
     ("MY_SECRET_SALT", True), ("hf-token", True), ("api_key", True), ("GITHUB_PAT_TOKEN", True),
+    ("AWS_ACCESS_KEY_ID", True), ("allowed_token_ids", False), ("key_mapping", False),
     ("TOKENIZERS_PARALLELISM", False), ("max_num_batched_tokens", False), ("VLLM_TEST_FORCE_FP8_MARLIN", False),
     ("CUDA_VISIBLE_DEVICES", False), ("tokenizer_mode", False), ("ssl_keyfile", False), ("GIT_AUTHOR_NAME", False),
 ])
