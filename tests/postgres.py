@@ -92,12 +92,13 @@ class PostgresServer:
                     raise RuntimeError(f"postgres did not start: {log}") from None
                 time.sleep(0.05)
 
-    def admin(self, sql: str):
+    def admin(self, sql: str) -> None:
+        """One statement on the maintenance database, outside a transaction (CREATE DATABASE needs that)."""
         import psycopg
 
         with psycopg.connect(host="127.0.0.1", port=self.port, user=USER, dbname="postgres", autocommit=True,
                              connect_timeout=2) as conn:
-            return conn.execute(sql).fetchall() if sql.lstrip().upper().startswith("SELECT") else conn.execute(sql)
+            conn.execute(sql)
 
     def new_database(self) -> str:
         """A fresh, empty database; its SQLAlchemy URL."""
