@@ -25,6 +25,8 @@ only an alarm when
     excludes zero, and its size is at least `min_change_rel` (0 by default: noise decides);
   - it goes the bad way (more joules, lower quality); changes the good way are returned too, as
     information.
+An alarm names the first bad night, the change with its interval, the runs to compare (last good
+night's, first bad night's) and the nights from the last good one on that had validity flags.
 Parameters were calibrated on simulated histories at the noise seen in the recorded H200 runs:
 `python benchmarks/regression_detector.py` (table in benchmarks/RESULTS.md)."""
 
