@@ -106,6 +106,13 @@ class PostgresServer:
         self.admin(f"CREATE DATABASE {name}")
         return self.url(name)
 
+    def add_password_user(self, name: str, password: str) -> None:
+        """A login that must give its password over TCP (the session's own user is trusted)."""
+        self.admin(f"CREATE ROLE {name} LOGIN PASSWORD '{password}' CREATEDB")
+        hba = self.data / "pg_hba.conf"
+        hba.write_text(f"host all {name} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())  # first match wins
+        self.admin("SELECT pg_reload_conf()")
+
     def url(self, name: str) -> str:
         return f"postgresql+psycopg://{USER}@127.0.0.1:{self.port}/{name}"
 

@@ -442,3 +442,24 @@ def test_a_migration_waits_for_a_reader_then_fails_in_one_line_not_forever(postg
         assert "\n" not in str(info.value)
     with History(postgres_url) as history:
         assert history.schema_version() == SCHEMA_VERSION and len(history.rows()) == 2
+
+
+def test_the_password_comes_from_libpq_not_the_url(postgres_server, monkeypatch, tmp_path):
+    """As README says for a shared history: no password in the URL (config files, `ps`); libpq reads
+    $PGPASSWORD or ~/.pgpass ($PGPASSFILE); without one, one line."""
+    postgres_server.add_password_user("teammate", "s3cret-pw")
+    postgres_server.admin("CREATE DATABASE team_history OWNER teammate")
+    url = f"postgresql://teammate@127.0.0.1:{postgres_server.port}/team_history"
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "none"))
+    refused = cli("history", "import", STEADY[0], "--db", url)
+    assert refused.returncode == 2 and "no password supplied" in refused.stderr, refused.stderr
+    monkeypatch.setenv("PGPASSWORD", "s3cret-pw")
+    assert cli("history", "import", STEADY[0], "--db", url).returncode == 0
+    monkeypatch.delenv("PGPASSWORD")
+    pgpass = tmp_path / "pgpass"
+    pgpass.write_text(f"127.0.0.1:{postgres_server.port}:team_history:teammate:s3cret-pw\n")
+    pgpass.chmod(0o600)
+    monkeypatch.setenv("PGPASSFILE", str(pgpass))
+    table = cli("history", "--db", url)
+    assert table.returncode == 0 and "bf16-c1-r1" in table.stdout, table.stderr
