@@ -1,5 +1,6 @@
-"""Trends over nights, from history rows: the terminal table, per-metric plots (nights with
-validity flags ringed in red, alarms as dashed lines at their first bad night) and the history page."""
+"""Trends over nights, from history rows: the terminal table, per-metric plots with one panel per
+series (nights with validity flags ringed in red, alarms as dashed lines at their first bad night) and
+the history page."""
 
 from __future__ import annotations
 
@@ -50,26 +51,30 @@ def trend_plot(rows: list[RunRow], metric: str, alarms: list[Alarm], path: Path)
         return None
     nights = sorted({p.night_id for points in by_series.values() for p in points})
     position = {n: i for i, n in enumerate(nights)}
-    fig, ax = plt.subplots(figsize=(9, 4))
-    ringed = False
-    for label, points in sorted(by_series.items()):
+    # One panel per series (variant, concurrency, GPU), its own y scale: bf16 at 1 in flight (~240 J) and at
+    # 16 (~30 J) on one axis would hide a 10 % step of the second.
+    labels = sorted(by_series)
+    fig, axes = plt.subplots(len(labels), 1, figsize=(9, 1.2 + 1.9 * len(labels)), sharex=True, squeeze=False)
+    for ax, label in zip(axes[:, 0], labels, strict=True):
+        points = by_series[label]
         x = [position[p.night_id] for p in points]
         y = [p.value for p in points]
         err = [Z95 * p.se if p.se is not None else 0.0 for p in points]
-        line = ax.errorbar(x, y, yerr=err, marker="o", ms=4, lw=1, capsize=2, label=label)
+        ax.errorbar(x, y, yerr=err, marker="o", ms=4, lw=1, capsize=2, color="#1f77b4")
         flagged = [(xi, yi) for xi, yi, p in zip(x, y, points, strict=True) if p.flagged]
         if flagged:
             ax.scatter(*zip(*flagged, strict=True), s=110, facecolors="none", edgecolors=FLAG_COLOR, lw=1.5,
-                       zorder=5, label=None if ringed else "validity flags")  # one legend entry, whichever series
-            ringed = True
+                       zorder=5, label="validity flags")
+            ax.legend(fontsize=7, loc="best")
         for alarm in alarms:
             if alarm.series == label and alarm.metric == metric and alarm.change.first_bad_night in position:
-                ax.axvline(position[alarm.change.first_bad_night] - 0.5, color=line[0].get_color(), ls="--", lw=1)
-    ax.set_xticks(range(len(nights)))
-    ax.set_xticklabels(nights, rotation=45, ha="right", fontsize=7)
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} per night (mean of the night's runs, 95% CI from the per-request spread)", fontsize=9)
-    ax.legend(fontsize=7, loc="best")
+                ax.axvline(position[alarm.change.first_bad_night] - 0.5, color="#555555", ls="--", lw=1)
+        ax.set_title(label, fontsize=8, loc="left")
+        ax.tick_params(axis="y", labelsize=7)
+    bottom = axes[-1, 0]
+    bottom.set_xticks(range(len(nights)))
+    bottom.set_xticklabels(nights, rotation=45, ha="right", fontsize=7)
+    fig.suptitle(f"{metric} per night (mean of the night's runs, 95% CI from the per-request spread)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

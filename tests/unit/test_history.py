@@ -463,3 +463,22 @@ def test_the_password_comes_from_libpq_not_the_url(postgres_server, monkeypatch,
     monkeypatch.setenv("PGPASSFILE", str(pgpass))
     table = cli("history", "--db", url)
     assert table.returncode == 0 and "bf16-c1-r1" in table.stdout, table.stderr
+
+
+def test_each_series_gets_its_own_panel_and_its_flagged_nights_a_ring(tmp_path):
+    """bf16 at 1 in flight (~208 J) and fp8 at 16 (~14 J) on their own y scales; a flag on the second
+    series' night is ringed too."""
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from harness.report.trends import trend_plot
+
+    bf16 = [row_from_run(load_run(STEADY[k % 2]), night_id=f"n{k}") for k in range(1, 4)]
+    fp8 = [replace(row_from_run(load_run(H200_RUNS / "fp8-c16-r1"), night_id=f"n{k}"), run_dir=f"fp8-{k}",
+                   flags=json.dumps(["stall"]) if k == 2 else "[]") for k in range(1, 4)]
+    one, two = tmp_path / "one.png", tmp_path / "two.png"
+    trend_plot(bf16, "j_per_request", [], one)
+    trend_plot(bf16 + fp8, "j_per_request", [], two)
+    assert Image.open(two).height > 1.5 * Image.open(one).height  # a second panel
+    assert ring_pixels(one) == 0 and ring_pixels(two) > 50
