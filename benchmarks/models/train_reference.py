@@ -192,23 +192,19 @@ class StepBatches:
         return self.last - self.first
 
     def __getitem__(self, i: int):
+        import torch
+
         if self._batcher is None:
             self._batcher = Batcher(self.folder, self.template)
         step = self.first + i
         items = [draw_item(self.seed, step, slot) for slot in range(self.batch)]
         inputs = self._batcher.training_inputs(items)
-        inputs["pixel_values"] = (inputs["pixel_values"] * 255).round().to(torch_module().uint8)
+        inputs["pixel_values"] = (inputs["pixel_values"] * 255).round().to(torch.uint8)
         return step, [it["task"] for it in items], inputs
 
     @staticmethod
     def pixels(uint8_values):
         return uint8_values.float() / 255
-
-
-def torch_module():
-    import torch
-
-    return torch
 
 
 def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:

@@ -34,12 +34,6 @@ def test_reference_variant_points_at_the_committed_folder():
         assert folder.startswith("/"), folder
         config = json.loads((Path(folder) / "config.json").read_text())
         assert config["architectures"] == ["Gemma4ForConditionalGeneration"]
-        # Portable: read alike by the GPU payload's transformers 5.10 and the CPU engine's 5.19
-        # (make_gemma4_dummy.make_portable); 5.10 would build 512-wide full-attention heads from
-        # `per_layer_config`, and each refuses the other's name for the vision rope.
-        text = config["text_config"]
-        assert text["global_head_dim"] == 128 and "per_layer_config" not in text
-        assert "rope_parameters" not in config["vision_config"]
     card = (Path(REFERENCE) / "README.md").read_text()
     assert "## Scores" in card and "overall" in card
 
