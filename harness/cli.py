@@ -245,7 +245,7 @@ def _fmt(value, unit: str) -> str:
 @click.option("--max-tokens", type=int, default=32, show_default=True)
 def synthetic_suite_cmd(folder: Path, images: str, seed: int, max_tokens: int) -> None:
     """Write a load-test suite of synthetic images (then: bench run --suite FOLDER)."""
-    from harness.load import SyntheticImages, write_synthetic_suite
+    from harness.synthetic import SyntheticImages, write_synthetic_suite
 
     n = write_synthetic_suite(folder, SyntheticImages.parse(images, seed=seed), max_tokens)
     click.echo(f"{n} synthetic item(s) in {folder}")

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from harness.errors import ConfigError
+from harness.load import LoadSpec
 from harness.records import EnergyMode
 
 
@@ -497,9 +498,7 @@ class RunSettings:
     max_requests: int | None = None  # this many requests, cycling the suite (independent of samples)
     max_duration_s: float | None = None  # wall-clock limit of the run: past it, the run stops as interrupted
 
-    def load(self):
-        from harness.load import LoadSpec
-
+    def load(self) -> LoadSpec:
         return LoadSpec(concurrency=self.concurrency, request_rate=self.request_rate, burstiness=self.burstiness,
                         duration_s=self.duration_s, max_requests=self.max_requests, seed=self.seed)
 
