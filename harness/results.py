@@ -8,6 +8,7 @@ list per block). `from_json` migrates older versions; a newer version is refused
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -319,8 +320,6 @@ def _as_text(value) -> tuple[str | None, str | None]:
         return None, None
     note = None
     if not isinstance(value, str):
-        import json
-
         value, note = json.dumps(value, default=str), f"non-string {type(value).__name__} stored as JSON text"
     try:
         value.encode("utf-8")

@@ -21,7 +21,15 @@ from pathlib import Path
 
 import harness
 from harness.client import build_request
-from harness.config import PROJECT_ROOT, RunSettings, Variant, default_models_dir
+from harness.config import (
+    PROJECT_ROOT,
+    RunSettings,
+    Sampling,
+    Variant,
+    default_models_dir,
+    load_suite_spec,
+    load_variant,
+)
 from harness.energy.attribute import PhaseWeights
 from harness.energy.meters import PowerMeter, open_meter
 from harness.errors import ConfigError, HarnessError, ResultsError, RunAborted, ServerError
@@ -327,8 +335,6 @@ def _exit_now(launched: LaunchedServer | None):
 
 def resume_spec(run_dir: Path, *, base_url: str | None, model: str | None, api_key: str | None) -> RunSpec:
     """The spec of an interrupted run, rebuilt from its manifest, to finish its missing items."""
-    from harness.config import Sampling, load_suite_spec, load_variant
-
     run_dir = Path(run_dir)
     if not (run_dir / "manifest.json").is_file():
         raise ResultsError(f"{run_dir} is not a run folder (no manifest.json)")
