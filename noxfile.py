@@ -57,7 +57,7 @@ def wheel(session: nox.Session) -> None:
     wheels = sorted(f for f in os.listdir(out) if f.endswith(".whl"))
     session.install(os.path.join(out, wheels[-1]))
     with session.chdir(out):
-        session.run("python", "-c", "import harness, harness.report.submission as s; "
+        session.run("python", "-c", "import harness, harness.submission as s; "
                     "assert 'site-packages' in harness.__file__ and s.SCHEMA")
         session.run("bench", "variants", env={"BENCH_HOME": root})
     with session.chdir(root):  # without BENCH_HOME: the current directory's benchmarks/
