@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.config import PROJECT_ROOT, RunSettings, Sampling, _Keys, _read_yaml, load_suite_spec, load_variant
+from harness.config import PROJECT_ROOT, Keys, RunSettings, Sampling, load_suite_spec, load_variant, read_yaml
 from harness.energy.meters import visible_gpu_indices
 from harness.errors import ConfigError, HarnessError
 from harness.history import (
@@ -111,7 +111,7 @@ def _entry(value, where: str) -> VariantEntry:
         return VariantEntry(label=Path(value).stem, source=value)
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: expected a variant name or a mapping, got {type(value).__name__}")
-    keys = _Keys(value, where)
+    keys = Keys(value, where)
     source = keys.take("variant", str, required=True)
     entry = VariantEntry(label=keys.take("name", str, default=Path(source).stem), source=source,
                          vllm=keys.take("vllm", dict, default={}), env=keys.take("env", dict, default={}),
@@ -124,19 +124,19 @@ def load_night_config(path: Path) -> NightConfig:
     """Validated like variants: every error is one line naming the file and the key."""
     path = Path(path)
     where = str(path)
-    keys = _Keys(_read_yaml(path), where)
+    keys = Keys(read_yaml(path), where)
     baseline = _entry(keys.take("baseline", (str, dict), required=True), f"{where}: baseline")
     raw_candidates = keys.take("candidates", list, required=True)
     candidates = tuple(_entry(c, f"{where}: candidates[{i}]") for i, c in enumerate(raw_candidates))
     concurrency = keys.take("concurrency", (int, list), default=[1])
     concurrency = tuple(concurrency if isinstance(concurrency, list) else [concurrency])
-    cool = _Keys(keys.take("cooldown", dict, default={}), f"{where}: cooldown")
+    cool = Keys(keys.take("cooldown", dict, default={}), f"{where}: cooldown")
     cooldown = Cooldown(within_c=cool.take("within_c", float, default=3.0),
                         max_s=cool.take("max_s", float, default=600.0), poll_s=cool.take("poll_s", float, default=5.0))
     cool.finish()
     gpus = keys.take("gpus", (list, int, str), default=[])
     gpus = tuple(str(g) for g in (gpus if isinstance(gpus, list) else [gpus]))
-    th = _Keys(keys.take("thresholds", dict, default={}), f"{where}: thresholds")
+    th = Keys(keys.take("thresholds", dict, default={}), f"{where}: thresholds")
     gate_threshold = th.take("gate", float, default=0.8)
     gate_confidence = th.take("confidence", float, default=0.95)
     defaults = DetectorSettings()
