@@ -140,7 +140,7 @@ def build_summary(manifest: Manifest, requests: pd.DataFrame, energy: EnergySumm
     if energy.available and quality.score_sum:
         energy = replace(energy, j_per_correct_answer=energy.total_j / quality.score_sum)
     final = final_attempts(requests)
-    flags = steady_state_flags(final[final["status"] == "ok"], int(manifest.settings.get("concurrency") or 1))
+    flags = steady_state_flags(final[final["status"] == "ok"], manifest.concurrency)
     if status == RunStatus.INCOMPLETE:
         flags.append(f"incomplete: {manifest.incomplete_cause}")
     repaired = {k: v for seg in manifest.segments for k, v in seg.journal_repaired_bytes.items()}

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from harness.energy.analysis import EnergySummary
+from harness.energy.protocol_checks import CacheSplit
 from harness.records import SCHEMA_VERSION, GpuInfo, MeterInfo, RequestRecord, RunStatus
 
 
@@ -89,6 +90,16 @@ class ServerInfo:
 
 
 @dataclass(frozen=True)
+class HostInfo:
+    """The machine that ran the load generator (runner.host_facts)."""
+
+    platform: str | None = None
+    python: str | None = None
+    cpu: str | None = None
+    cpu_count: int | None = None
+
+
+@dataclass(frozen=True)
 class WarmupInfo:
     """What the warm-up did (harness.protocol.warm_up: rounds at the run's concurrency until the
     latency settles, at most `--warmup N` requests)."""
@@ -147,7 +158,7 @@ class Manifest:
     suite: SuiteInfo
     harness_version: str = "?"
     created_wall_s: float = 0.0
-    host: dict = field(default_factory=dict)
+    host: HostInfo = field(default_factory=HostInfo)
     sampling: dict = field(default_factory=dict)  # the Sampling settings
     sampling_sent: dict = field(default_factory=dict)  # what the request bodies carried
     settings: dict = field(default_factory=dict)  # RunSettings of the first segment
@@ -167,6 +178,11 @@ class Manifest:
     @property
     def samples(self) -> int:
         return int(self.settings.get("samples") or 1)
+
+    @property
+    def concurrency(self) -> int:
+        """Requests in flight (the first segment's setting; a resume keeps it)."""
+        return int(self.settings.get("concurrency") or 1)
 
     @property
     def first_clock_offset_ns(self) -> int | None:
@@ -190,6 +206,7 @@ class Manifest:
         data = dict(data)
         data["status"] = RunStatus(data.get("status", "running"))
         data["suite"] = SuiteInfo(**_pick(SuiteInfo, data.get("suite")))
+        data["host"] = HostInfo(**_pick(HostInfo, data.get("host")))
         data["segments"] = tuple(Segment.from_json(s, i) for i, s in enumerate(data.get("segments") or []))
         if data.get("variant"):
             data["variant"] = VariantInfo(**_pick(VariantInfo, data["variant"]))
@@ -278,6 +295,7 @@ class Summary:
     def from_json(cls, data: dict) -> Summary:
         energy = _pick(EnergySummary, data.get("energy") or {"available": False})
         energy.setdefault("available", False)
+        energy["cache"] = CacheSplit(**_pick(CacheSplit, energy["cache"])) if energy.get("cache") else None
         energy["flags"] = list(energy.get("flags") or [])
         flags = list(data.get("flags") or [])
         if data.get("schema_version", 1) < 2:  # v1 stored the energy flags in both lists
@@ -287,6 +305,86 @@ class Summary:
                    latency=LatencySummary.from_json(data.get("latency") or {}),
                    energy=EnergySummary(**energy), quality=QualitySummary(**_pick(QualitySummary, data.get("quality"))),
                    flags=tuple(flags))
+
+
+# competition replay --------------------------------------------------------------------------
+J_PER_WH = 3600.0
+
+
+@dataclass(frozen=True)
+class PassTotals:
+    """One pass (cold or warm) of a competition replay: its run's suite totals."""
+
+    run: str
+    requests: int
+    ok: int
+    duration_s: float
+    total_j: float | None
+    above_idle_j: float | None = None
+    j_per_request_mean: float | None = None
+    unavailable_reason: str | None = None
+    flags: tuple[str, ...] = ()
+
+    @property
+    def total_wh(self) -> float | None:
+        return self.total_j / J_PER_WH if self.total_j is not None else None
+
+    @classmethod
+    def of(cls, run: str, summary: Summary) -> PassTotals:
+        energy, latency = summary.energy, summary.latency
+        return cls(run=run, requests=latency.requests, ok=latency.ok, duration_s=latency.duration_s,
+                   total_j=energy.total_j, above_idle_j=energy.above_idle_j,
+                   j_per_request_mean=energy.j_per_request_mean, unavailable_reason=energy.unavailable_reason,
+                   flags=tuple(summary.all_flags))
+
+    def to_json(self) -> dict:
+        return jsonable({**asdict(self), "total_wh": self.total_wh})
+
+    @classmethod
+    def from_json(cls, data: dict) -> PassTotals:
+        return cls(**{**_pick(cls, data), "flags": tuple(data.get("flags") or ())})
+
+
+@dataclass(frozen=True)
+class CompetitionResult:
+    """competition.json: both passes of a replay over one server start, and their difference."""
+
+    variant: str
+    suite: str
+    concurrency: int
+    cold: PassTotals
+    warm: PassTotals
+    server_command: list | None = None
+    server_env_overrides: dict = field(default_factory=dict)
+    cache_reset_between_passes: dict = field(default_factory=dict)
+    protocol: str = "competition"
+
+    @property
+    def cold_minus_warm_j(self) -> float | None:
+        both = self.cold.total_j is not None and self.warm.total_j is not None
+        return self.cold.total_j - self.warm.total_j if both else None
+
+    @property
+    def cold_over_warm(self) -> float | None:
+        both = self.cold.total_j is not None and self.warm.total_j  # (a warm total of 0 J has no ratio)
+        return self.cold.total_j / self.warm.total_j if both else None
+
+    def to_json(self) -> dict:
+        data = {"protocol": self.protocol, "variant": self.variant, "suite": self.suite,
+                "concurrency": self.concurrency, "server_command": self.server_command,
+                "server_env_overrides": self.server_env_overrides,
+                "cache_reset_between_passes": self.cache_reset_between_passes,
+                "cold": self.cold.to_json(), "warm": self.warm.to_json()}
+        if self.cold_minus_warm_j is not None:
+            data["cold_minus_warm_j"] = self.cold_minus_warm_j
+        if self.cold_over_warm is not None:
+            data["cold_over_warm"] = self.cold_over_warm
+        return jsonable(data)
+
+    @classmethod
+    def from_json(cls, data: dict) -> CompetitionResult:
+        return cls(**{**_pick(cls, data), "cold": PassTotals.from_json(data["cold"]),
+                      "warm": PassTotals.from_json(data["warm"])})
 
 
 # request rows --------------------------------------------------------------------------------

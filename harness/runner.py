@@ -45,7 +45,7 @@ from harness.loop import (
 from harness.progress import Progress
 from harness.protocol import reset_caches
 from harness.records import EnergyMode, RunClock, RunStatus
-from harness.results import Manifest, Segment, ServerInfo, SuiteInfo, VariantInfo
+from harness.results import HostInfo, Manifest, Segment, ServerInfo, SuiteInfo, VariantInfo
 from harness.server import LaunchedServer, ServerHandle, attach, log_tail, stop_leftover
 from harness.store import RunStore, is_disk_full, read_manifest, read_requests
 from harness.suite import Suite, load_suite
@@ -87,13 +87,13 @@ def resolve_model_path(variant: Variant, dummy_weights: bool, progress: Progress
     return str(Path(variant.model).expanduser()) if variant.model.startswith("~") else variant.model, False
 
 
-def host_facts() -> dict:
+def host_facts() -> HostInfo:
     cpuinfo = Path("/proc/cpuinfo")
     lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
     cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
                platform.processor())
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
-            "cpu_count": os.cpu_count()}
+    return HostInfo(platform=platform.platform(), python=platform.python_version(), cpu=cpu,
+                    cpu_count=os.cpu_count())
 
 
 def _describe(variant: Variant, model_path: str | None, dummy: bool, attached: bool = False) -> VariantInfo:

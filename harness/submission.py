@@ -20,7 +20,7 @@ from harness.energy.protocol_checks import PROTOCOL_FLAGS, flag_code, protocol_f
 from harness.errors import ConfigError, ResultsError
 from harness.report.document import Document, write
 from harness.report.render import fmt
-from harness.results import jsonable
+from harness.results import J_PER_WH, jsonable
 from harness.scoring.gate import INCONCLUSIVE, PASS, GateResult, verdict_for
 from harness.store import RunData, output_dir, read_json, write_json
 
@@ -101,13 +101,13 @@ def build(run: RunData, baseline: RunData, gate: GateResult, accepted: dict[str,
                 "requests": lat.requests, "failed": lat.failed},
         "hardware": {"gpus": [asdict(g) for g in meter.gpus] if meter else [],
                      "driver": meter.driver_version if meter else None,
-                     "power_source": meter.power_source if meter else None, "host": m.host},
+                     "power_source": meter.power_source if meter else None, "host": asdict(m.host)},
         "software": {"harness": __version__, "vllm": server.vllm_version if server else None},
         "suite": {"name": m.suite.name, "sha256": m.suite.hash, "items": m.suite.items},
         "sampling": m.sampling_sent,
         "energy": {
             "available": e.available, "unavailable_reason": e.unavailable_reason,
-            "total_j": e.total_j, "total_wh": e.total_j / 3600 if e.total_j is not None else None,
+            "total_j": e.total_j, "total_wh": e.total_j / J_PER_WH if e.total_j is not None else None,
             "above_idle_j": e.above_idle_j, "idle_power_w": e.idle_power_w, "source": e.source,
             "counter_integral_rel_diff": e.counter_integral_rel_diff, "window_s": e.window_s,
             "sensor_period_s": e.sensor_period_s,

@@ -35,7 +35,7 @@ def test_caches_are_reset_between_passes_so_every_pass_is_first_seen(mock_server
     log = run.manifest.segments[0].between_passes_log
     assert len(log) == 1 and log[0]["after_pass"] == 0 and all(log[0]["cache_reset"].values())
     energy = run.summary.energy
-    assert energy.headline_requests == "first-seen" and energy.cache["cache_hit_requests"] == 0
+    assert energy.headline_requests == "first-seen" and energy.cache.cache_hit_requests == 0
 
 
 def test_without_reset_routes_the_repeats_are_cache_hits_reported_apart(mock_server, tmp_path, trace):
@@ -47,7 +47,7 @@ def test_without_reset_routes_the_repeats_are_cache_hits_reported_apart(mock_ser
     log = run.manifest.segments[0].between_passes_log
     assert set(log[0]["cache_reset"].values()) == {None}  # not offered
     energy = run.summary.energy
-    assert energy.cache["first_seen_requests"] == 4 and energy.cache["cache_hit_requests"] == 4
+    assert energy.cache.first_seen_requests == 4 and energy.cache.cache_hit_requests == 4
     assert energy.headline_requests == "first-seen"
     assert energy.j_per_request_mean == pytest.approx(first["energy_j"].mean())
 

@@ -54,14 +54,14 @@ def test_headline_is_first_seen_and_cache_hits_are_reported_apart(fresh):
     for run in ALL:
         energy = fresh[run][0].energy
         cache = energy.cache
-        assert cache["reported"] and energy.headline_requests == "first-seen"
-        assert energy.j_per_request_mean == pytest.approx(cache["first_seen_j_per_request_mean"])
+        assert cache.reported and energy.headline_requests == "first-seen"
+        assert energy.j_per_request_mean == pytest.approx(cache.first_seen_j_per_request_mean)
         # The default suite repeats some image + prompt pairs (12 of 168); they hit the prefix cache
         # even on a freshly reset server, and cost less than first-seen requests.
-        if cache["cache_hit_requests"]:
-            assert cache["cache_hit_j_per_request_mean"] < cache["first_seen_j_per_request_mean"]
-        assert cache["cached_prompt_token_share"] < 0.1
-    assert fresh[RUNS / "bf16-competition" / "cold"][0].energy.cache["cache_hit_requests"] == 12
+        if cache.cache_hit_requests:
+            assert cache.cache_hit_j_per_request_mean < cache.first_seen_j_per_request_mean
+        assert cache.cached_prompt_token_share < 0.1
+    assert fresh[RUNS / "bf16-competition" / "cold"][0].energy.cache.cache_hit_requests == 12
 
 
 def test_idle_measured_before_and_after_agrees_on_a_warm_gpu(fresh):
