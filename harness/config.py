@@ -47,6 +47,22 @@ def default_models_dir() -> Path:
     return Path(os.environ.get("BENCH_MODELS_DIR", Path.home() / ".cache/energy-harness/models"))
 
 
+def wait_s(variable: str, default_s: float) -> float:
+    """A fixed wait of the harness (a settle, a grace period, a poll interval) in seconds: `default_s`,
+    unless the environment variable says otherwise. The process-level tests set these short
+    (tests/conftest.py), so that what they check, not how long real hardware needs, sets their pace."""
+    text = os.environ.get(variable)
+    if text is None or not text.strip():
+        return default_s
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise ConfigError(f"${variable} must be a number of seconds ≥ 0, not {text!r}")
+    return value
+
+
 MAX_YAML_VALUES = 1_000_000
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from harness.config import Variant, default_engine_venv
+from harness.config import Variant, default_engine_venv, wait_s
 from harness.credentials import check_base_url, redact_url
 from harness.errors import ServerError
 from harness.launcher import group_members
@@ -166,6 +166,8 @@ class LaunchedServer:
         self._launcher: subprocess.Popen | None = None
         self.token: str | None = None  # in the environment of every process of the server
         self.handle: ServerHandle | None = None
+        self.health_poll_s = wait_s("BENCH_HEALTH_POLL_S", HEALTH_POLL_S)
+        self.orphan_grace_s = wait_s("BENCH_ORPHAN_GRACE_S", ORPHAN_GRACE_S)
 
     def __enter__(self) -> ServerHandle:
         port = free_port()
@@ -182,7 +184,8 @@ class LaunchedServer:
         watch_r, watch_w = os.pipe()  # non-inheritable: no other child of bench keeps the write end
         report_r, report_w = os.pipe()
         launcher = [sys.executable, "-I", str(Path(__file__).with_name("launcher.py")), "--watch-fd", str(watch_r),
-                    "--report-fd", str(report_w), "--grace-s", str(self.grace_s), "--", *cmd]
+                    "--report-fd", str(report_w), "--grace-s", str(self.grace_s),
+                    "--sweep-grace-s", str(self.orphan_grace_s), "--", *cmd]
         log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen(launcher, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -236,7 +239,7 @@ class LaunchedServer:
                 _, self.handle.vllm_version = probe(root + "/v1", self.variant.served_model_name, None)
                 return
             except (OSError, ValueError, ServerError):
-                time.sleep(1.0)
+                time.sleep(self.health_poll_s)
         raise ServerError(f"the server was not healthy after {self.variant.startup_timeout_s:.0f} s; last lines "
                           f"of {self.log_path}:\n{log_tail(self.log_path)}")
 
@@ -295,7 +298,8 @@ class LaunchedServer:
 # -- a server left behind by an earlier segment of the run -----------------------------------
 
 SERVER_TOKEN_ENV = "ENERGY_HARNESS_SERVER"
-ORPHAN_GRACE_S = 2.0  # in the environment of the launcher, the server and its workers
+ORPHAN_GRACE_S = 2.0  # SIGTERM → SIGKILL for workers whose server is gone ($BENCH_ORPHAN_GRACE_S)
+HEALTH_POLL_S = 1.0  # between health checks while a launched server starts ($BENCH_HEALTH_POLL_S)
 
 
 def _boot_id() -> str | None:
@@ -369,6 +373,7 @@ def stop_leftover(server_block: dict | None, grace_s: float = 10.0) -> str | Non
     if not pids:
         return None
     where = f"process group {process.get('pgid')}, pids {' '.join(map(str, pids))}"
+    orphan_grace_s = wait_s("BENCH_ORPHAN_GRACE_S", ORPHAN_GRACE_S)
     deadline, sig = time.monotonic() + grace_s, signal.SIGTERM
     left = pids
     while left:
@@ -383,7 +388,7 @@ def stop_leftover(server_block: dict | None, grace_s: float = 10.0) -> str | Non
         time.sleep(0.1)
         left = [pid for pid in left if _alive(pid)]
         if process.get("server_pid") not in left:  # what is left are orphaned workers: no long grace
-            deadline = min(deadline, time.monotonic() + ORPHAN_GRACE_S)
+            deadline = min(deadline, time.monotonic() + orphan_grace_s)
         if left and time.monotonic() > deadline:
             if sig == signal.SIGKILL:
                 raise ServerError(f"the server of this run's earlier segment is still running ({where}) after "

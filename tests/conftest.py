@@ -14,6 +14,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The harness's fixed waits, short: what the tests check is the order of events (a settle happens,
+# orphaned workers get SIGTERM then SIGKILL, start-up is polled), not how long real hardware needs.
+# Set in the environment, so the `bench` subprocesses the tests start inherit them too.
+for _name, _seconds in (("BENCH_IDLE_AFTER_SETTLE_S", "0.2"), ("BENCH_ORPHAN_GRACE_S", "0.5"),
+                        ("BENCH_HEALTH_POLL_S", "0.1")):
+    os.environ.setdefault(_name, _seconds)
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 H200_RUNS = FIXTURES / "h200-20261127"
 

@@ -16,7 +16,7 @@ import pytest
 
 from harness.config import default_engine_venv
 from harness.launcher import group_members
-from harness.server import SERVER_TOKEN_ENV, _boot_id, stop_leftover
+from harness.server import ORPHAN_GRACE_S, SERVER_TOKEN_ENV, _boot_id, stop_leftover
 from tests.conftest import ROOT, bench
 
 FAKE_VLLM = Path(__file__).with_name("fake_vllm.py")
@@ -31,13 +31,13 @@ def fake_variant(tmp_path: Path) -> Path:
     return variant
 
 
-def start_bench(*args, sigint_ignored: bool = False) -> subprocess.Popen:
+def start_bench(*args, sigint_ignored: bool = False, env: dict | None = None) -> subprocess.Popen:
     """`sigint_ignored`: as a job started in the background of a script (cron, `nohup … &`) inherits it."""
     def ignore_sigint():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     return subprocess.Popen([sys.executable, "-m", "harness.cli", "run", *map(str, args)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=ignore_sigint if sigint_ignored else None)
+                            preexec_fn=ignore_sigint if sigint_ignored else None, env={**os.environ, **(env or {})})
 
 
 STARTED_TOKENS: list[str] = []
@@ -53,12 +53,12 @@ def no_strays():
                 os.kill(pid, signal.SIGKILL)
 
 
-def start_run(tmp_path: Path, *extra, limit: int = 40, sigint_ignored: bool = False
+def start_run(tmp_path: Path, *extra, limit: int = 40, sigint_ignored: bool = False, env: dict | None = None
               ) -> tuple[subprocess.Popen, Path, dict]:
     """A real `bench run` on the fake server, once it has journalled two requests."""
     proc = start_bench("--variant", fake_variant(tmp_path), "--results-dir", tmp_path, "--run-id", "r",
                        "--idle-s", "0", "--limit", limit, *(extra or ("--energy", "none")),
-                       sigint_ignored=sigint_ignored)
+                       sigint_ignored=sigint_ignored, env=env)
     run = tmp_path / "r"
     deadline = time.monotonic() + 60
     while not ((run / "requests.jsonl").exists() and (run / "requests.jsonl").read_text().count("\n") >= 2):
@@ -223,8 +223,10 @@ def test_a_sweep_starts_a_launched_server_once(tmp_path):
 
 def test_a_dead_server_is_named_as_the_cause_while_its_launcher_still_sweeps_workers(tmp_path):
     """The server is SIGKILLed; its worker ignores SIGTERM, so the launcher needs seconds to sweep it.
-    Meanwhile every request fails: the run must still say the server died, not that requests failed."""
-    proc, run, process = start_run(tmp_path, "--energy", "none", "--max-retries", "0")
+    Meanwhile every request fails: the run must still say the server died, not that requests failed.
+    The launcher's sweep keeps its real grace here: that window is what this test is about."""
+    proc, run, process = start_run(tmp_path, "--energy", "none", "--max-retries", "0",
+                                   env={"BENCH_ORPHAN_GRACE_S": str(ORPHAN_GRACE_S)})
     os.kill(process["server_pid"], signal.SIGKILL)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 4 and "server died" in err and "Traceback" not in err, err

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from harness.config import RunSettings, Sampling, load_suite_spec, load_variant
+from harness.config import RunSettings, Sampling, load_suite_spec, load_variant, wait_s
 from harness.energy.attribute import PhaseWeights
 from harness.errors import ConfigError
 from tests.conftest import cli
@@ -49,7 +49,7 @@ def test_pasted_vllm_config_keeps_vllm_keys(tmp_path):
     ("name: v\nenv: &x [1, *x]\n", "refers to its own anchor"),
     ("name: v\nvllm: {a: &x [[*x]]}\n", "refers to its own anchor"),
     (b"name: \xff\xfe\n", "not UTF-8 text"),
-    (b"name: v\nvllm: {a: " + b"[" * 5000 + b"]" * 5000 + b"}\n", "nested too deeply"),
+    pytest.param(b"name: v\nvllm: {a: " + b"[" * 5000 + b"]" * 5000 + b"}\n", "nested too deeply", id="nested"),
     ("name: v\nserver: {startup_timeout_s: 0}\n", "startup_timeout_s must be a positive"),
     ("name: v\nserver: {startup_timeout_s: .nan}\n", "startup_timeout_s must be a positive"),
     ("name: v\nserver: {startup_timeout_s: -5}\n", "startup_timeout_s must be a positive"),
@@ -129,3 +129,14 @@ def test_the_cli_says_it_in_one_line(tmp_path, args, message):
 def test_default_suite_spec():
     spec = load_suite_spec("default")
     assert spec.max_tokens == 32 and spec.columns.image == "image"
+
+
+def test_a_fixed_wait_is_its_default_unless_the_environment_says_otherwise(monkeypatch):
+    monkeypatch.delenv("BENCH_X_S", raising=False)
+    assert wait_s("BENCH_X_S", 3.0) == 3.0
+    monkeypatch.setenv("BENCH_X_S", "0.25")
+    assert wait_s("BENCH_X_S", 3.0) == 0.25
+    for bad in ("-1", "nan", "soon"):
+        monkeypatch.setenv("BENCH_X_S", bad)
+        with pytest.raises(ConfigError, match=r"\$BENCH_X_S must be a number of seconds"):
+            wait_s("BENCH_X_S", 3.0)
