@@ -43,7 +43,9 @@ def tests(session: nox.Session) -> None:
     """Unit + integration tests (mock server, CPU engine, browser), and the GPU-trace replays."""
     _engine(session)
     session.install("-e", ".[test]")
-    session.run("pytest", "-q", "-ra", *session.posargs, env={"PYTHONUNBUFFERED": "1"})
+    # Two workers; the engine tests share one of them (tests/conftest.py), so one engine runs at a time.
+    session.run("pytest", "-q", "-ra", "-n", "2", "--dist", "loadgroup", *session.posargs,
+                env={"PYTHONUNBUFFERED": "1"})
 
 
 @nox.session

@@ -92,3 +92,13 @@ def write_trace(path, start_s, seconds, power_w=100.0):
     t = np.arange(start_s, start_s + seconds, 0.05)
     pd.DataFrame({"time_s": t, "power_w": power_w, "energy_mj": (t - start_s) * power_w * 1000.0}).to_csv(
         path, index=False)
+
+
+def pytest_collection_modifyitems(config, items):
+    """With pytest-xdist (`-n 2 --dist loadgroup`), every `engine` test runs on one worker, one after
+    another: never two vLLM CPU engines (~4 GB each) at once."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        if item.get_closest_marker("engine"):
+            item.add_marker(pytest.mark.xdist_group("engine"))

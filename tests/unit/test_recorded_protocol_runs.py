@@ -79,7 +79,7 @@ def test_warm_up_was_recorded_and_settled(fresh):
 def test_protocol_flags_block_the_submission_unless_accepted_with_a_reason(tmp_path):
     import json
 
-    from tests.conftest import bench
+    from tests.conftest import bench, cli
 
     runs = {}
     for name in ("cold", "warm"):
@@ -90,10 +90,10 @@ def test_protocol_flags_block_the_submission_unless_accepted_with_a_reason(tmp_p
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
     assert "validity flags block the submission (not_steady, stall)" in refused.stderr
     assert not (runs["cold"] / "submission.json").exists()
-    bad = bench("submit", runs["cold"], "--baseline", runs["warm"], "--accept-flag", "stall=")
+    bad = cli("submit", runs["cold"], "--baseline", runs["warm"], "--accept-flag", "stall=")
     assert bad.returncode != 0 and "--accept-flag takes CODE=REASON" in bad.stderr
-    accepted = bench("submit", runs["cold"], "--baseline", runs["warm"], "--accept-flag",
-                     "stall=the organisers' server is as fresh as ours", "--accept-flag", "not_steady=same cause")
+    accepted = cli("submit", runs["cold"], "--baseline", runs["warm"], "--accept-flag",
+                   "stall=the organisers' server is as fresh as ours", "--accept-flag", "not_steady=same cause")
     assert accepted.returncode == 0, accepted.stderr
     doc = json.loads((runs["cold"] / "submission.json").read_text())
     assert doc["protocol"]["accepted"]["stall"] == "the organisers' server is as fresh as ours"
@@ -104,5 +104,5 @@ def test_protocol_flags_block_the_submission_unless_accepted_with_a_reason(tmp_p
     del doc["protocol"]["accepted"]["not_steady"]
     edited = tmp_path / "edited.json"
     edited.write_text(json.dumps(doc))
-    checked = bench("submit", "--check", edited)
+    checked = cli("submit", "--check", edited)
     assert checked.returncode == 1 and "protocol validity: not_steady" in checked.stdout
