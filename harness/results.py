@@ -19,7 +19,7 @@ import pandas as pd
 
 from harness.energy.analysis import EnergySummary
 from harness.energy.protocol_checks import CacheSplit
-from harness.records import SCHEMA_VERSION, GpuInfo, MeterInfo, RequestRecord, RunStatus
+from harness.records import SCHEMA_VERSION, GpuInfo, MeterInfo, ProcessIdentity, RequestRecord, RunStatus
 
 
 def jsonable(value: Any) -> Any:
@@ -82,11 +82,15 @@ class ServerInfo:
     env_overrides: dict = field(default_factory=dict)
     vllm_version: str | None = None
     pid: int | None = None
-    process: dict = field(default_factory=dict)  # launcher/group/token of a launched server (server.stop_leftover)
+    process: ProcessIdentity | None = None  # launcher/group/token of a launched server (server.stop_leftover)
 
     @classmethod
     def from_json(cls, data: dict) -> ServerInfo:
-        return cls(**_pick(cls, data))
+        # {} or null where the server was attached; without its token a group can never be told ours
+        process = data.get("process") or {}
+        usable = process.get("token") and all(process.get(k) is not None for k in ("pgid", "launcher_pid"))
+        return cls(**{**_pick(cls, data), "process": ProcessIdentity(**_pick(ProcessIdentity, process))
+                      if usable else None})
 
 
 @dataclass(frozen=True)

@@ -194,6 +194,13 @@ def _signals():
             signal.signal(sig, handler)
 
 
+def _server_info(server: ServerHandle) -> ServerInfo:
+    """What the manifest records of the server (a resumed run's `stop_leftover` reads `process` back)."""
+    return ServerInfo(base_url=server.base_url, model=server.model, launched=server.launched,
+                      command=server.command, env_overrides=server.env_overrides, vllm_version=server.vllm_version,
+                      pid=server.pid, process=server.process)
+
+
 def _measure(spec: RunSpec, suite: Suite, journal: _ManifestJournal, segment: Segment, done: set,
              progress: Progress, clock: RunClock, resources: contextlib.ExitStack) -> None:
     s = spec.settings
@@ -201,7 +208,7 @@ def _measure(spec: RunSpec, suite: Suite, journal: _ManifestJournal, segment: Se
     # A second Ctrl-C while cleaning up: stop the server's group at once, leave no orphan.
     resources.callback(lambda: signal.signal(signal.SIGINT, _exit_now(launched)))
     journal.update(variant=journal.manifest.variant or variant_block,
-                   server=ServerInfo.from_json(server.manifest_block()))
+                   server=_server_info(server))
     if launched is not None:
         resources.callback(lambda: journal.update(server_log_tail=log_tail(launched.log_path)))
     meter = open_meter(s.energy, tensor_parallel_size=(spec.variant.tensor_parallel_size if spec.variant else 1),
@@ -263,8 +270,8 @@ def execute(spec: RunSpec, progress: Progress) -> Path:
     clock = RunClock.now()
     with contextlib.ExitStack() as stack:
         stack.callback(store.close)
-        if spec.resume_dir is not None and manifest.server is not None \
-                and (note := stop_leftover(asdict(manifest.server))):
+        if spec.resume_dir is not None and manifest.server is not None and manifest.server.launched \
+                and (note := stop_leftover(manifest.server.process)):
             progress.message(note)  # under the run's lock: no live bench of this run owns that server
         stack.enter_context(_signals())
         journal = _ManifestJournal(store, manifest)

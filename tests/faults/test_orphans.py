@@ -10,12 +10,14 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from harness.config import default_engine_venv
 from harness.launcher import group_members
+from harness.records import ProcessIdentity
 from harness.server import ORPHAN_GRACE_S, SERVER_TOKEN_ENV, _boot_id, stop_leftover
 from tests.conftest import ROOT, bench
 
@@ -169,20 +171,18 @@ def test_stop_leftover_never_touches_a_process_it_cannot_prove_is_ours(tmp_path)
     # A process group that reuses the recorded pgid, without the run's token: left alone.
     other = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
-        block = {"launched": True, "process": {"pgid": other.pid, "launcher_pid": other.pid, "token": "not-it",
-                                               "boot_id": _boot_id()}}
-        assert stop_leftover(block) is None and other.poll() is None
+        recorded = ProcessIdentity(pgid=other.pid, launcher_pid=other.pid, token="not-it", boot_id=_boot_id())
+        assert stop_leftover(recorded) is None and other.poll() is None
         # The run's own token, but recorded on another boot (or machine): nothing of it runs here.
         mine = subprocess.Popen(["sleep", "60"], start_new_session=True, env={**os.environ, SERVER_TOKEN_ENV: "t1"})
         try:
-            block["process"].update(token="t1", boot_id="another-boot")
-            assert stop_leftover(block) is None and mine.poll() is None
-            block["process"]["boot_id"] = _boot_id()
-            assert "stopped" in stop_leftover(block) and mine.wait(timeout=15) == -signal.SIGTERM
+            assert stop_leftover(replace(recorded, token="t1", boot_id="another-boot")) is None and mine.poll() is None
+            assert "stopped" in stop_leftover(replace(recorded, token="t1"))
+            assert mine.wait(timeout=15) == -signal.SIGTERM
         finally:
             mine.kill()
             mine.wait()
-        assert stop_leftover({"launched": False}) is None and stop_leftover(None) is None
+        assert stop_leftover(None) is None
     finally:
         other.kill()
         other.wait()
