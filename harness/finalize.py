@@ -112,8 +112,8 @@ def assign_segments(manifest: Manifest, requests: pd.DataFrame) -> pd.DataFrame:
 def first_pass_only(manifest: Manifest) -> bool:
     """Passes of `--samples K` that followed one another without a complete cache reset re-sent cached
     prompts: their energy is not what a first-seen suite costs."""
-    log = [entry for segment in manifest.segments for entry in segment.between_passes_log]
-    return bool(log) and not all(CacheReset(entry.get("cache_reset") or {}).complete for entry in log)
+    resets = [reset for segment in manifest.segments for reset in segment.cache_resets]
+    return bool(resets) and not all(CacheReset(reset).complete for reset in resets)
 
 
 def energy_for(manifest: Manifest, requests: pd.DataFrame, power: pd.DataFrame) -> tuple[pd.DataFrame, EnergySummary]:

@@ -12,11 +12,13 @@ import json
 import math
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from harness.config import RunSettings, Sampling
 from harness.energy.analysis import EnergySummary
 from harness.energy.protocol_checks import CacheSplit
 from harness.records import SCHEMA_VERSION, GpuInfo, MeterInfo, ProcessIdentity, RequestRecord, RunStatus
@@ -49,6 +51,11 @@ def _window(value) -> tuple[int, int] | None:
 
 
 # manifest ------------------------------------------------------------------------------------
+def settings_json(settings: RunSettings) -> dict:
+    """RunSettings as the manifest keeps them (`settings`; `sampling` apart), read back by `Manifest.run_settings`."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items() if k != "sampling"}
+
+
 @dataclass(frozen=True)
 class SuiteInfo:
     name: str
@@ -142,6 +149,11 @@ class Segment:
     journal_repaired_bytes: dict = field(default_factory=dict)  # file → torn bytes dropped on open
     client_load: dict | None = None  # the load generator's own event-loop lag and CPU (harness.load.ClientLoad)
 
+    @property
+    def cache_resets(self) -> tuple[dict, ...]:
+        """What each cache reset between passes reported ({route: ok}), in order."""
+        return tuple(entry.get("cache_reset") or {} for entry in self.between_passes_log)
+
     @classmethod
     def from_json(cls, data: dict, index: int) -> Segment:
         data = {**_pick(cls, data), "index": data.get("index", index)}
@@ -187,6 +199,14 @@ class Manifest:
     def concurrency(self) -> int:
         """Requests in flight (the first segment's setting; a resume keeps it)."""
         return int(self.settings.get("concurrency") or 1)
+
+    def run_settings(self) -> RunSettings:
+        """The run's settings as it started them (what `--resume` keeps), validated again."""
+        known = set(RunSettings.__dataclass_fields__)
+        saved = {k: v for k, v in self.settings.items() if k in known}
+        for key in ("results_dir", "power_trace"):
+            saved[key] = Path(saved[key]) if saved.get(key) else None
+        return RunSettings(**{**saved, "sampling": Sampling(**self.sampling)})
 
     @property
     def first_clock_offset_ns(self) -> int | None:

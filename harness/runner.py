@@ -23,8 +23,6 @@ import harness
 from harness.client import build_request
 from harness.config import (
     PROJECT_ROOT,
-    RunSettings,
-    Sampling,
     Variant,
     default_models_dir,
     load_suite_spec,
@@ -45,7 +43,7 @@ from harness.loop import (
 from harness.progress import Progress
 from harness.protocol import reset_caches
 from harness.records import EnergyMode, RunClock, RunStatus
-from harness.results import HostInfo, Manifest, Segment, ServerInfo, SuiteInfo, VariantInfo
+from harness.results import HostInfo, Manifest, Segment, ServerInfo, SuiteInfo, VariantInfo, settings_json
 from harness.server import LaunchedServer, ServerHandle, attach, log_tail, stop_leftover
 from harness.store import RunStore, is_disk_full, read_manifest, read_requests
 from harness.suite import Suite, load_suite
@@ -110,10 +108,6 @@ def _sampling_sent(request: dict) -> dict:
     return sent
 
 
-def _settings_dict(settings: RunSettings) -> dict:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items() if k != "sampling"}
-
-
 def _open_folder(spec: RunSpec, suite: Suite) -> tuple[RunStore, Manifest, set[tuple[str, int]]]:
     """The run folder (new, or the one being resumed), its manifest, and what is already done."""
     s = spec.settings
@@ -137,7 +131,7 @@ def _open_folder(spec: RunSpec, suite: Suite) -> tuple[RunStore, Manifest, set[t
         created_wall_s=time.time(), host=host_facts(),
         suite=SuiteInfo(name=spec.suite.name, source=str(spec.suite.source), hash=suite.content_hash,
                         items=len(suite.items), tasks=suite.task_counts(), limit=s.limit),
-        sampling=asdict(s.sampling), sampling_sent=_sampling_sent(probe_request), settings=_settings_dict(s),
+        sampling=asdict(s.sampling), sampling_sent=_sampling_sent(probe_request), settings=settings_json(s),
         phase_weights=asdict(spec.weights),
     )
     return store, manifest, set()
@@ -276,7 +270,7 @@ def execute(spec: RunSpec, progress: Progress) -> Path:
         stack.enter_context(_signals())
         journal = _ManifestJournal(store, manifest)
         index = max((seg.index for seg in manifest.segments), default=-1) + 1
-        settings = {k: v for k, v in _settings_dict(s).items() if k in SEGMENT_SETTINGS}
+        settings = {k: v for k, v in settings_json(s).items() if k in SEGMENT_SETTINGS}
         journal.update(status=RunStatus.RUNNING, incomplete_cause=None)
         journal.segment(Segment(index=index, started_wall_s=time.time(),
                                 clock_wall_minus_mono_ns=clock.wall_minus_mono_ns, settings=settings,
@@ -348,11 +342,7 @@ def resume_spec(run_dir: Path, *, base_url: str | None, model: str | None, api_k
     manifest = read_manifest(run_dir)
     if manifest.complete:
         raise ConfigError(f"{run_dir} is already complete; nothing to resume")
-    known = set(RunSettings.__dataclass_fields__)
-    saved = {k: v for k, v in manifest.settings.items() if k in known}
-    for key in ("results_dir", "power_trace"):
-        saved[key] = Path(saved[key]) if saved.get(key) else None
-    settings = RunSettings(**{**saved, "sampling": Sampling(**manifest.sampling)})
+    settings = manifest.run_settings()
     block = manifest.variant
     if base_url is None and block is not None and block.attached:
         raise ConfigError(f"{run_dir} was attached to a server; resume it with --base-url URL")
