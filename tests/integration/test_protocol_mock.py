@@ -82,9 +82,8 @@ def test_a_cold_start_is_flagged_and_a_warm_up_at_the_run_concurrency_absorbs_it
 
 def test_a_stall_at_idle_power_is_flagged_and_blocks_the_submission(mock_server, tmp_path):
     """The first batch waits 4 s for its first token (a fresh server compiling) while the external
-    trace shows idle power; afterwards the GPU works at 600 W. The stall flag needs both. (The stall
-    threshold is absolute, max(2 s, 5 x median TTFT): the other requests need not be slow.)"""
-    server = mock_server("--ttft-ms", "100", "--itl-ms", "10")
+    trace shows idle power; afterwards the GPU works at 600 W. The stall flag needs both."""
+    server = mock_server("--ttft-ms", "250", "--itl-ms", "10")
     server.control(cold_requests=2, cold_ttft_ms=4000)
     t0 = time.time()
     t = np.arange(t0 - 5, t0 + 300, 0.05)
