@@ -62,14 +62,20 @@ def start_run(tmp_path: Path, *extra, limit: int = 40, sigint_ignored: bool = Fa
                        "--idle-s", "0", "--limit", limit, *(extra or ("--energy", "none")),
                        sigint_ignored=sigint_ignored, env=env)
     run = tmp_path / "r"
-    deadline = time.monotonic() + 60
+    process = journalled_two(proc, run, timeout_s=60)
+    assert len(group_members(process["pgid"])) >= 3  # launcher, server, worker
+    return proc, run, process
+
+
+def journalled_two(proc: subprocess.Popen, run: Path, timeout_s: float) -> dict:
+    """Wait until `bench` has journalled two requests; the server's recorded process identity."""
+    deadline = time.monotonic() + timeout_s
     while not ((run / "requests.jsonl").exists() and (run / "requests.jsonl").read_text().count("\n") >= 2):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.1)
     process = json.loads((run / "manifest.json").read_text())["server"]["process"]
     STARTED_TOKENS.append(process["token"])
-    assert len(group_members(process["pgid"])) >= 3  # launcher, server, worker
-    return proc, run, process
+    return process
 
 
 def tokened(token: str) -> list[int]:
@@ -193,13 +199,7 @@ def test_stop_leftover_never_touches_a_process_it_cannot_prove_is_ours(tmp_path)
 def test_kill_9_of_bench_stops_the_real_vllm_engine(tmp_path):
     proc = start_bench("--variant", "cpu-tiny", "--limit", "40", "--results-dir", tmp_path, "--run-id", "e",
                        "--idle-s", "0")
-    run = tmp_path / "e"
-    deadline = time.monotonic() + 600
-    while not ((run / "requests.jsonl").exists() and (run / "requests.jsonl").read_text().count("\n") >= 2):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.5)
-    process = json.loads((run / "manifest.json").read_text())["server"]["process"]
-    STARTED_TOKENS.append(process["token"])
+    process = journalled_two(proc, tmp_path / "e", timeout_s=600)
     assert len(group_members(process["pgid"])) >= 2  # launcher, API server, engine core
     proc.kill()
     proc.communicate()
