@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # orphaned workers get SIGTERM then SIGKILL, start-up is polled), not how long real hardware needs.
 # Set in the environment, so the `bench` subprocesses the tests start inherit them too.
 for _name, _seconds in (("BENCH_IDLE_AFTER_SETTLE_S", "0.2"), ("BENCH_ORPHAN_GRACE_S", "0.5"),
-                        ("BENCH_HEALTH_POLL_S", "0.1")):
+                        ("BENCH_HEALTH_POLL_S", "0.25")):
     os.environ.setdefault(_name, _seconds)
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 H200_RUNS = FIXTURES / "h200-20261127"
