@@ -6,13 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from harness.history import METRICS, Alarm, RunRow, series, series_label  # noqa: E402
-from harness.report import document  # noqa: E402
+from harness.history import METRICS, Alarm, RunRow, series, series_label
+from harness.report import document
+from harness.report.plots import pyplot
 
 Z95 = 1.959964
 FLAG_COLOR = "#c00000"  # the ring around a night with validity flags
@@ -54,6 +50,7 @@ def trend_plot(rows: list[RunRow], metric: str, alarms: list[Alarm], path: Path)
     # One panel per series (variant, concurrency, GPU), its own y scale: bf16 at 1 in flight (~240 J) and at
     # 16 (~30 J) on one axis would hide a 10 % step of the second.
     labels = sorted(by_series)
+    plt = pyplot()
     fig, axes = plt.subplots(len(labels), 1, figsize=(9, 1.2 + 1.9 * len(labels)), sharex=True, squeeze=False)
     for ax, label in zip(axes[:, 0], labels, strict=True):
         points = by_series[label]
