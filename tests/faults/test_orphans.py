@@ -173,6 +173,13 @@ def test_resume_stops_a_server_left_by_the_earlier_segment(tmp_path):
     assert_all_gone(manifest["server"]["process"])
 
 
+def _wait_for_exec(pid: int, program: bytes, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] != program:
+        assert time.monotonic() < deadline, f"pid {pid} did not exec {program!r}"
+        time.sleep(0.01)
+
+
 def test_stop_leftover_never_touches_a_process_it_cannot_prove_is_ours(tmp_path):
     # A process group that reuses the recorded pgid, without the run's token: left alone.
     other = subprocess.Popen(["sleep", "60"], start_new_session=True)
@@ -182,6 +189,7 @@ def test_stop_leftover_never_touches_a_process_it_cannot_prove_is_ours(tmp_path)
         # The run's own token, but recorded on another boot (or machine): nothing of it runs here.
         mine = subprocess.Popen(["sleep", "60"], start_new_session=True, env={**os.environ, SERVER_TOKEN_ENV: "t1"})
         try:
+            _wait_for_exec(mine.pid, b"sleep")  # before exec, /proc shows the forked parent's environment
             assert stop_leftover(replace(recorded, token="t1", boot_id="another-boot")) is None and mine.poll() is None
             assert "stopped" in stop_leftover(replace(recorded, token="t1"))
             assert mine.wait(timeout=15) == -signal.SIGTERM
