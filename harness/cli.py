@@ -200,13 +200,14 @@ def run_cmd(ctx, variant, base_url, model, api_key_file, model_path, dummy_weigh
 
 def _sweep(spec, levels, quiet: bool) -> None:
     from harness.progress import for_terminal
-    from harness.sweep import run_sweep, sweep_lines
+    from harness.sweep import run_sweep, sweep_folder, sweep_lines
 
     rows = run_sweep(spec, levels, for_terminal(quiet))
     for row in rows:
         _print_summary(row.run_dir)
     for line in sweep_lines(rows):
         click.echo(line)
+    click.echo(f"sweep report: {sweep_folder(spec) / 'sweep.html'}")
 
 
 def _print_summary(run_dir: Path) -> None:
@@ -308,11 +309,17 @@ def gate_cmd(baseline_dir, candidate_dir, threshold, confidence, resamples, seed
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder [default: the run folder].")
 def report_cmd(run_dir: Path, out: Path | None) -> None:
-    """Write report.md, report.html and plots of a stored run."""
+    """Write report.md, report.html and plots of a stored run (sweep.md, sweep.html of a sweep folder)."""
     from harness.finalize import open_run
     from harness.report.render import run_report
+    from harness.report.sweep_report import is_sweep
 
-    md, page = run_report(open_run(run_dir), out)
+    if is_sweep(run_dir):
+        from harness.sweep import report_sweep
+
+        md, page = report_sweep(run_dir, out)
+    else:
+        md, page = run_report(open_run(run_dir), out)
     click.echo(f"wrote {md} and {page}")
 
 

@@ -77,10 +77,18 @@ def test_a_concurrency_list_is_a_sweep_of_runs(mock_server, tmp_path):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "sw-c1" / "summary.json").exists() and (tmp_path / "sw-c2" / "summary.json").exists()
     table = result.stdout[result.stdout.index("level"):].splitlines()
-    assert [line.split()[0] for line in table[1:]] == ["c1", "c2"]
+    assert [line.split()[0] for line in table[1:3]] == ["c1", "c2"]
     assert table[1].endswith("fresh server") and table[2].endswith("reset")
     # The same items at every level, each level first-seen: the caches were reset in between.
     for level in ("sw-c1", "sw-c2"):
         assert (pd.read_parquet(tmp_path / level / "requests.parquet")["cached_tokens"] == 0).all()
+    # The sweep report: written at the end, and rebuilt from the stored runs by `bench report`.
+    assert "sweep report:" in result.stdout and (tmp_path / "sw-sweep" / "sweep.html").exists()
+    (tmp_path / "sw-sweep" / "sweep.md").unlink()
+    again = bench("report", tmp_path / "sw-sweep")
+    assert again.returncode == 0, again.stderr
+    text = (tmp_path / "sw-sweep" / "sweep.md").read_text()
+    assert "| c1 |" in text and "| c2 |" in text and "sweep_latency.png" in text
+    assert "No energy curves" in text  # the mock server has no GPU
     bad = run(server, tmp_path, "bad", "--concurrency", "1,x")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--concurrency" in bad.stderr
