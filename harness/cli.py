@@ -212,30 +212,11 @@ def _sweep(spec, levels, quiet: bool) -> None:
 
 def _print_summary(run_dir: Path) -> None:
     from harness.finalize import open_run
+    from harness.report.text import run_lines
 
-    run = open_run(run_dir)
-    summary = run.summary
-    lat, energy, quality = summary.latency, summary.energy, summary.quality
-    click.echo(f"run {summary.run_id}: {lat.ok}/{lat.requests} ok, "
-               f"e2e p50 {_fmt(lat.e2e_s.p50, 's')}, ttft p50 {_fmt(lat.ttft_s.p50, 's')}")
-    if lat.requests_per_s is not None:
-        click.echo(f"throughput: {lat.requests_per_s:.2f} req/s, {lat.output_tokens_per_s or 0:.1f} output tokens/s")
-    if energy.available:
-        click.echo(f"energy: {energy.total_j:.1f} J total ({energy.source}), "
-                   f"{_fmt(energy.j_per_request_mean, 'J/request')}, idle {_fmt(energy.idle_power_w, 'W')}")
-    else:
-        click.echo(f"energy: unavailable ({energy.unavailable_reason})")
-    if quality.overall is not None:
-        click.echo(f"quality: {quality.overall:.3f} overall over {quality.items} items ("
-                   + ", ".join(f"{task} {'n/a' if value is None else format(value, '.3f')}"
-                             for task, value in quality.by_task.items()) + ")")
-    for flag in summary.all_flags:
-        click.echo(f"flag: {flag}")
+    for line in run_lines(open_run(run_dir)):
+        click.echo(line)
     click.echo(f"results: {run_dir}")
-
-
-def _fmt(value, unit: str) -> str:
-    return "n/a" if value is None else f"{value:.3f} {unit}"
 
 
 @main.command("synthetic-suite")

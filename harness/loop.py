@@ -22,7 +22,7 @@ from harness.config import RunSettings, SuiteSpec, Variant
 from harness.energy.attribute import PhaseWeights
 from harness.energy.meters import PowerMeter
 from harness.load import LagMonitor, Pacer, cycled
-from harness.progress import Progress
+from harness.progress import LiveEnergy, Progress
 from harness.protocol import warm_up
 from harness.protocol import warmup_items as noise_twins
 from harness.records import RequestRecord, RunClock
@@ -201,13 +201,18 @@ class WorkLoop:
         self.client: ChatClient | None = None
         self.bodies = RequestBuilder(server.model, spec.settings.sampling, self.max_tokens)
         self.lag = LagMonitor()  # the client's own load while the requests run
+        self.live = LiveEnergy()  # J/request so far, for the progress display only
+        if hasattr(progress, "watch"):  # observers that show no energy need not implement it
+            progress.watch(self.live)
 
     def _mark(self, **changes) -> None:
         self.segment = replace(self.segment, **changes)
         self.on_phase(self.segment)
 
     def _drain(self) -> None:
-        self.store.append_power(self.meter.drain())
+        samples = self.meter.drain()
+        self.live.add(samples)
+        self.store.append_power(samples)
 
     # one event loop, one client -----------------------------------------------------------
     def run(self, units: list[WorkUnit], warmup: tuple[list[SuiteItem], str]) -> Segment:
@@ -223,6 +228,7 @@ class WorkLoop:
             if s.idle_s > 0 and measuring:
                 self.progress.message(f"measuring idle power for {s.idle_s:.0f} s")
                 self._mark(idle_window_ns=await self._idle(s.idle_s))
+                self.live.idle_window(*self.segment.idle_window_ns)
             self._drain()
             if s.warmup:
                 items, source = warmup
@@ -236,6 +242,7 @@ class WorkLoop:
             self._drain()
             self.progress.begin(len(units), self.run_id)
             self._mark(requests_started_ns=time.monotonic_ns())
+            self.live.begin_run(self.segment.requests_started_ns)
             self.pacer = Pacer(s.load(), len(units))
             self.index = {id(u): i for i, u in enumerate(units)}
             try:
@@ -351,6 +358,7 @@ class WorkLoop:
                 if now - last_drain_s >= POWER_DRAIN_PERIOD_S:  # power journal (fsynced) on the writer thread
                     last_drain_s = now
                     samples = self.meter.drain()
+                    self.live.add(samples)
                     if samples:
                         await loop.run_in_executor(self.journal.executor, self.store.append_power, samples)
                 if self.launched is not None and self.abort_reason is None:
