@@ -12,6 +12,13 @@ we keep of its semantics: the base URL joined with `/chat/completions`, `Authori
 and a failure kind per HTTP status. Timestamps are taken once per arrival of bytes from the socket
 (`data_received`), before any parsing, so client work does not move them.
 
+Proxies as the `openai` package (httpx) takes them from the environment: `http_proxy`/`HTTP_PROXY`,
+`https_proxy`/`HTTPS_PROXY`, `all_proxy`/`ALL_PROXY` (an http:// proxy), `no_proxy`/`NO_PROXY`
+(`*`, host names with their subdomains, IP addresses, CIDR blocks, optionally `:port`); loopback
+targets are always reached directly. Plain http goes through the proxy in absolute form
+(`POST http://host/v1/... HTTP/1.1`), https through a CONNECT tunnel. A proxy of another scheme
+(socks5://, https://) is refused in one line (`proxy_route`).
+
 Connections are pooled per event loop: a `ChatClient` used from two `asyncio.run` calls (warm-up,
 then the measured phase) opens new connections in the second loop instead of reusing the first
 loop's transports (which failed with "Event loop is closed")."""
@@ -21,15 +28,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import ipaddress
 import json
+import os
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import orjson
 
 from harness.config import Sampling
+from harness.errors import ConfigError
 from harness.suite import SuiteItem
 
 USER_AGENT = "energy-harness"
@@ -327,6 +338,8 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.exchange: _Exchange | None = None
+        self.tunnel: asyncio.Future | None = None  # a proxy's answer to CONNECT, while it is awaited
+        self.tunnel_buf = b""
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -335,17 +348,42 @@ class _Connection(asyncio.Protocol):
         now = time.monotonic_ns()  # the arrival time of these bytes, taken before any parsing
         if self.exchange is not None:
             self.exchange.feed(data, now)
+        elif self.tunnel is not None:
+            self._tunnel_answer(data)
+
+    def _tunnel_answer(self, data: bytes) -> None:
+        self.tunnel_buf += data
+        end = self.tunnel_buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.tunnel_buf) > 65536 and not self.tunnel.done():
+                self.tunnel.set_exception(_StreamBroken("protocol", "the proxy's answer to CONNECT is over 64 KiB"))
+            return
+        line = self.tunnel_buf[:end].split(b"\r\n", 1)[0].decode("latin-1")
+        parts = line.split(" ", 2)
+        code = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+        if not self.tunnel.done():
+            if code is not None and 200 <= code < 300:
+                self.tunnel.set_result(None)
+            else:
+                self.tunnel.set_exception(_StreamBroken(status_kind(code) if code else "protocol",
+                                                        f"the proxy refused the tunnel: {line[:120]}", code))
 
     def eof_received(self):
         self.closed = True
         if self.exchange is not None:
             self.exchange.eof(None)
+        self._tunnel_lost()
         return False
 
     def connection_lost(self, exc) -> None:
         self.closed = True
         if self.exchange is not None:
             self.exchange.eof(exc)
+        self._tunnel_lost()
+
+    def _tunnel_lost(self) -> None:
+        if self.tunnel is not None and not self.tunnel.done():
+            self.tunnel.set_exception(_StreamBroken("connection", "the proxy closed the connection during CONNECT"))
 
     def usable(self) -> bool:
         return not self.closed and self.transport is not None and not self.transport.is_closing()
@@ -513,15 +551,103 @@ class _Exchange:
 
 
 @dataclass(frozen=True)
+class ProxyRoute:
+    """How to reach a target through a proxy: connect to host:port, send `authorization` (if any) as
+    Proxy-Authorization."""
+
+    host: str
+    port: int
+    authorization: str | None = None
+    url: str = ""  # the proxy as configured, without credentials (for messages)
+
+
+def _env(environ: Mapping[str, str], name: str) -> str:
+    """Lowercase first, as curl, urllib and httpx read them."""
+    return (environ.get(name.lower()) or environ.get(name.upper()) or "").strip()
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _bypassed(host: str, port: int, no_proxy: str) -> bool:
+    """True when NO_PROXY names this host: `*`, the host or a parent domain (`.example.com` or
+    `example.com`), an IP address or CIDR block; an entry with `:port` only for that port."""
+    host = host.lower().strip("[]")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    for entry in (e.strip().lower() for e in no_proxy.split(",")):
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        name, entry_port = entry, None
+        if entry.startswith("["):  # [::1]:8000
+            name, _, rest = entry[1:].partition("]")
+            entry_port = rest.lstrip(":") or None
+        elif entry.count(":") == 1:
+            name, entry_port = entry.split(":")
+        if entry_port is not None and entry_port != str(port):
+            continue
+        if address is not None:
+            try:
+                if address in ipaddress.ip_network(name, strict=False):
+                    return True
+            except ValueError:
+                pass
+            continue
+        name = name.lstrip(".")
+        if host == name or host.endswith("." + name):
+            return True
+    return False
+
+
+def proxy_route(scheme: str, host: str, port: int, environ: Mapping[str, str] | None = None) -> ProxyRoute | None:
+    """The proxy a request to scheme://host:port goes through, from the environment; None to go direct
+    (loopback, NO_PROXY, or no proxy set). Raises ConfigError for a proxy this client cannot use."""
+    env = os.environ if environ is None else environ
+    if _is_loopback(host.strip("[]")):
+        return None
+    url = _env(env, f"{scheme}_proxy") or _env(env, "all_proxy")
+    if not url or _bypassed(host, port, _env(env, "no_proxy")):
+        return None
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    shown = f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"
+    if parts.scheme != "http" or not parts.hostname:
+        raise ConfigError(f"the proxy {shown} for {scheme}://{host} is not an http:// proxy, which is all bench's "
+                          f"client speaks; set NO_PROXY={host} to go direct, or use an http:// proxy")
+    authorization = None
+    if parts.username is not None:
+        credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        authorization = "Basic " + base64.b64encode(credentials).decode("ascii")
+    return ProxyRoute(parts.hostname, parts.port or 80, authorization, shown)
+
+
+@dataclass(frozen=True)
 class _Endpoint:
     host: str
     port: int
     ssl: bool
     path: str  # of /chat/completions
     host_header: str
+    proxy: ProxyRoute | None = None
+
+    @property
+    def target(self) -> str:
+        """The request line's target: the path, or the absolute URL for a plain-http proxy."""
+        if self.proxy is not None and not self.ssl:
+            return f"http://{self.host_header}{self.path}"
+        return self.path
 
 
-def _endpoint(base_url: str) -> _Endpoint:
+def _endpoint(base_url: str, environ: Mapping[str, str] | None = None) -> _Endpoint:
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {base_url}")
@@ -531,19 +657,22 @@ def _endpoint(base_url: str) -> _Endpoint:
     shown = f"[{host}]" if ":" in host else host
     default_port = (tls and port == 443) or (not tls and port == 80)
     return _Endpoint(host, port, tls, parts.path.rstrip("/") + "/chat/completions",
-                     shown if default_port else f"{shown}:{port}")
+                     shown if default_port else f"{shown}:{port}", proxy_route(parts.scheme, host, port, environ))
 
 
 class ChatClient:
     """Streams chat completions from one OpenAI-compatible server. Never raises for a failed
     request: every failure becomes a StreamResult with its kind (the run loop decides what next)."""
 
-    def __init__(self, base_url: str, api_key: str | None = None):
-        self.endpoint = _endpoint(base_url)
-        head = (f"POST {self.endpoint.path} HTTP/1.1\r\nHost: {self.endpoint.host_header}\r\n"
+    def __init__(self, base_url: str, api_key: str | None = None, environ: Mapping[str, str] | None = None):
+        """`environ`: where proxy variables are read [default: os.environ]."""
+        self.endpoint = ep = _endpoint(base_url, environ)
+        head = (f"POST {ep.target} HTTP/1.1\r\nHost: {ep.host_header}\r\n"
                 f"User-Agent: {USER_AGENT}\r\nAccept: text/event-stream\r\nContent-Type: application/json\r\n")
         if api_key:
             head += f"Authorization: Bearer {api_key}\r\n"
+        if ep.proxy is not None and ep.proxy.authorization and not ep.ssl:
+            head += f"Proxy-Authorization: {ep.proxy.authorization}\r\n"
         self._head = head.encode("latin-1")
         self._idle: list[_Connection] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -570,15 +699,33 @@ class ChatClient:
         return self._idle
 
     async def _connect(self, timeout_s: float) -> _Connection:
-        loop = asyncio.get_running_loop()
-        ssl = None
-        if self.endpoint.ssl:
-            import ssl as ssl_module
+        return await asyncio.wait_for(self._open(), timeout=timeout_s)
 
-            ssl = ssl_module.create_default_context()
-        _, conn = await asyncio.wait_for(
-            loop.create_connection(_Connection, self.endpoint.host, self.endpoint.port, ssl=ssl),
-            timeout=timeout_s)
+    async def _open(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        ep = self.endpoint
+        context = None
+        if ep.ssl:
+            import ssl
+
+            context = ssl.create_default_context()
+        if ep.proxy is None:
+            _, conn = await loop.create_connection(_Connection, ep.host, ep.port, ssl=context)
+            return conn
+        _, conn = await loop.create_connection(_Connection, ep.proxy.host, ep.proxy.port)
+        if not ep.ssl:  # plain http: requests go to the proxy in absolute form
+            return conn
+        try:  # https: a CONNECT tunnel through the proxy, then TLS with the target inside it
+            authority = f"[{ep.host}]:{ep.port}" if ":" in ep.host else f"{ep.host}:{ep.port}"
+            auth = f"Proxy-Authorization: {ep.proxy.authorization}\r\n" if ep.proxy.authorization else ""
+            conn.tunnel = loop.create_future()
+            conn.transport.write(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n{auth}\r\n".encode("latin-1"))
+            await conn.tunnel
+            conn.tunnel = None
+            conn.transport = await loop.start_tls(conn.transport, conn, context, server_hostname=ep.host)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     async def stream(self, body: bytes, timeout_s: float, gap_s: float | None = None) -> StreamResult:
