@@ -240,6 +240,7 @@ class WorkLoop:
                 self.progress.message(f"warm-up: {report.requests} request(s) in {report.rounds} round(s), "
                                       f"{'settled' if report.settled else 'NOT settled'}")
             self._drain()
+            await self.client.open(s.concurrency, self.timeout_s)  # no timed request waits for a connect
             self.progress.begin(len(units), self.run_id)
             self._mark(requests_started_ns=time.monotonic_ns())
             self.live.begin_run(self.segment.requests_started_ns)
@@ -272,9 +273,20 @@ class WorkLoop:
         return result.status == "ok", (result.end_ns - result.start_ns) / 1e9
 
     async def _passes(self, units: list[WorkUnit]) -> None:
-        passes = sorted({u.sample_index for u in units})
+        by_pass: dict[int, list[WorkUnit]] = {}
+        for u in units:
+            by_pass.setdefault(u.sample_index, []).append(u)
+        passes = sorted(by_pass)
+        if self.spec.between_passes is None and len(passes) > 1:
+            # Nothing to do between passes (--max-requests cycling the suite, say): one stream of requests in
+            # pass order. A barrier per pass drained the pipeline and waited for the journal's commit every
+            # pass: at 64 in flight over a 100-item suite, 18 requests in flight on average.
+            await self._run_units([u for k in passes for u in by_pass[k]])
+            if not self.abort_reason:
+                self._mark(passes_completed=self.segment.passes_completed + len(passes))
+            return
         for n, k in enumerate(passes):
-            await self._run_units([u for u in units if u.sample_index == k])
+            await self._run_units(by_pass[k])
             if self.abort_reason:
                 return
             self._mark(passes_completed=self.segment.passes_completed + 1)
@@ -295,11 +307,12 @@ class WorkLoop:
         seed = request_seed(s.seed, unit)
         if not await self.pacer.wait_turn(self.index[id(unit)]):  # the arrival process; False: --duration is over
             return
-        body = self.bodies.body(unit.item, seed)
         for attempt in range(1, s.max_retries + 2):
             if self.abort_reason:
                 return
             async with sem:  # a slot is a request in flight; journaling and backoff do not hold one
+                # Built in the slot (once; retries reuse it): never every waiting request's body at once.
+                body = self.bodies.body(unit.item, seed)
                 result = await self.client.stream(body, self.timeout_s)
             if result.status == "ok" and result.model and result.model != self.server.model:
                 wrong = f"answered as model '{result.model}', asked '{self.server.model}'"
