@@ -34,6 +34,7 @@ from harness.suite import Suite, SuiteItem
 IDLE_AFTER_SETTLE_S = 3.0  # after the last request, before the idle-after window opens
 COMMIT_INTERVAL_S = 0.01  # the journal's group commit: records finished within this share one fsync
 POWER_DRAIN_PERIOD_S = 1.0  # power samples go to their journal this often while requests run
+SUPERVISE_PERIOD_S = 0.25  # server, limits and power checked at least this often while requests run
 
 
 @dataclass(frozen=True)
@@ -303,17 +304,21 @@ class WorkLoop:
             self.abort_reason = f"the server at {self.server.base_url} stopped answering /health"
 
     async def _one(self, unit: WorkUnit, sem: asyncio.Semaphore) -> None:
+        """One unit with its retries. Started holding a slot of `sem` (the dispatcher took it when the
+        request was due); a slot is a request in flight: journaling and backoff do not hold one."""
         s = self.spec.settings
         seed = request_seed(s.seed, unit)
-        if not await self.pacer.wait_turn(self.index[id(unit)]):  # the arrival process; False: --duration is over
-            return
         for attempt in range(1, s.max_retries + 2):
-            if self.abort_reason:
-                return
-            async with sem:  # a slot is a request in flight; journaling and backoff do not hold one
+            if attempt > 1:
+                await sem.acquire()
+            try:
+                if self.abort_reason:
+                    return
                 # Built in the slot (once; retries reuse it): never every waiting request's body at once.
                 body = self.bodies.body(unit.item, seed)
                 result = await self.client.stream(body, self.timeout_s)
+            finally:
+                sem.release()
             if result.status == "ok" and result.model and result.model != self.server.model:
                 wrong = f"answered as model '{result.model}', asked '{self.server.model}'"
                 result = StreamResult(**{**asdict(result), "status": "wrong_model", "error": wrong})
@@ -340,31 +345,50 @@ class WorkLoop:
                                      f"{s.max_failure_share:.0%} (--max-failure-share)")
 
     async def _run_units(self, units: list[WorkUnit]) -> None:
-        """Supervise: after each finished request and at least once a second, journal the power
-        samples, check the server and the limits. Finished tasks are handed over by done-callbacks,
-        so this costs O(1) per request (asyncio.wait over every task would cost O(tasks) each time)."""
+        """Dispatch and supervise. The dispatcher walks the units in order, waits for each one's send
+        time (the arrival process) and a free slot, and only then starts its task: at most
+        `concurrency` requests (and those still journaling) have a task, so a long run neither holds
+        a task per request nor spends a burst of event-loop time on them when it starts (which
+        delayed the first wave's timestamps). The supervisor journals the power samples, checks the
+        server and the limits at least 4 times a second, and at once when a task fails, an abort is
+        asked for, or the last request ends; it costs nothing per request."""
         s = self.spec.settings
+        loop = asyncio.get_running_loop()
         sem = asyncio.Semaphore(s.concurrency)
-        tasks = [asyncio.create_task(self._one(u, sem)) for u in units]
         deadline = None if s.max_duration_s is None else self.started_s + s.max_duration_s
+        live: set[asyncio.Task] = set()
         completed: list[asyncio.Task] = []
         wake = asyncio.Event()
 
         def finished(task: asyncio.Task) -> None:
+            live.discard(task)
             completed.append(task)
-            wake.set()
+            if task.cancelled() or task.exception() is not None or self.abort_reason or \
+                    (not live and dispatcher.done()):
+                wake.set()
 
-        for t in tasks:
-            t.add_done_callback(finished)
-        loop = asyncio.get_running_loop()
-        ticker = loop.create_task(_tick(wake, POWER_DRAIN_PERIOD_S))
-        left, last_drain_s = len(tasks), time.monotonic()
+        async def dispatch() -> None:
+            for unit in units:
+                # The arrival process; False: --duration is over, and so for every later unit.
+                if self.abort_reason or not await self.pacer.wait_turn(self.index[id(unit)]):
+                    return
+                await sem.acquire()
+                if self.abort_reason:
+                    sem.release()
+                    return
+                task = loop.create_task(self._one(unit, sem))
+                live.add(task)
+                task.add_done_callback(finished)
+
+        dispatcher = loop.create_task(dispatch())
+        dispatcher.add_done_callback(lambda _: wake.set())
+        ticker = loop.create_task(_tick(wake, SUPERVISE_PERIOD_S))
+        last_drain_s = time.monotonic()
         try:
-            while left:
+            while True:
                 await wake.wait()
                 wake.clear()
                 done, completed[:] = list(completed), []
-                left -= len(done)
                 if deadline is not None and time.monotonic() >= deadline and self.abort_reason is None:
                     self.abort_reason = f"the run reached its wall-clock limit (--max-duration-s {s.max_duration_s:g})"
                 now = time.monotonic()
@@ -380,11 +404,16 @@ class WorkLoop:
                     return
                 for t in done:
                     t.result()  # a bug in the loop (or a full disk) must surface, not vanish
+                if dispatcher.done():
+                    dispatcher.result()
+                    if not live:
+                        return
         finally:
             ticker.cancel()
-            for t in tasks:
+            dispatcher.cancel()
+            for t in list(live):
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(dispatcher, *live, return_exceptions=True)
 
 
 async def _tick(event: asyncio.Event, period_s: float) -> None:
