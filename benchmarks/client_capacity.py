@@ -275,7 +275,7 @@ async def main():
     client = ChatClient(url + "/v1")
     async def one(i):
         async with sem:
-            return await client.stream(builder.body(items[i % len(items)], i), 30.0)
+            return await client.stream(builder.parts(items[i % len(items)], i), 30.0)
     await client.open(c, 10.0)  # as bench does before its measured phase
     rs = await asyncio.gather(*(one(i) for i in range(n)))
     await client.close()

@@ -34,7 +34,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
@@ -101,7 +101,7 @@ class RequestBuilder:
     def __init__(self, model: str, sampling: Sampling, max_tokens: int):
         self.model, self.sampling, self.max_tokens = model, sampling, max_tokens
         self._urls: dict[str, bytes] = {}  # item id -> its data URL as a JSON string
-        self._bodies: dict[tuple[str, int | None], bytes] = {}
+        self._bodies: dict[tuple[str, int | None], tuple[bytes, bytes, bytes]] = {}
         self._marker = f"\x00image-{uuid.uuid4().hex}\x00"  # no prompt contains it
         self._marker_json = orjson.dumps(self._marker)
 
@@ -111,14 +111,19 @@ class RequestBuilder:
             url = self._urls[item.id] = orjson.dumps(image_data_url(item))
         return url
 
-    def body(self, item: SuiteItem, seed: int | None) -> bytes:
+    def parts(self, item: SuiteItem, seed: int | None) -> tuple[bytes, bytes, bytes]:
+        """The body as (before the image, the image's JSON string, after it): the client joins them
+        with its HTTP head in one copy, and the image's bytes are shared by every body of the item."""
         key = (item.id, seed)
-        body = self._bodies.get(key)
-        if body is None:
+        parts = self._bodies.get(key)
+        if parts is None:
             small = encode_body(build_request(item, self.model, self.sampling, self.max_tokens, seed, self._marker))
             head, tail = small.split(self._marker_json, 1)
-            body = self._bodies[key] = b"".join((head, self.data_url_json(item), tail))
-        return body
+            parts = self._bodies[key] = (head, self.data_url_json(item), tail)
+        return parts
+
+    def body(self, item: SuiteItem, seed: int | None) -> bytes:
+        return b"".join(self.parts(item, seed))
 
     def forget(self, item: SuiteItem, seed: int | None) -> None:
         self._bodies.pop((item.id, seed), None)
@@ -772,9 +777,14 @@ class ChatClient:
             raise
         return conn
 
-    async def stream(self, body: bytes, timeout_s: float, gap_s: float | None = None) -> StreamResult:
-        """Send one request; `timeout_s` bounds the whole request (connect, first byte, total),
-        `gap_s` (default `timeout_s`) the time between two stream events (comments do not count)."""
+    async def stream(self, body: bytes | Sequence[bytes], timeout_s: float, gap_s: float | None = None
+                     ) -> StreamResult:
+        """Send one request (`body`: its bytes, or parts of them: `RequestBuilder.parts`); `timeout_s`
+        bounds the whole request (connect, first byte, total), `gap_s` (default `timeout_s`) the time
+        between two stream events (comments do not count)."""
+        parts = (body,) if isinstance(body, bytes) else tuple(body)
+        # Head and body joined in one copy, before the clock starts.
+        payload = b"".join((self._head, b"Content-Length: %d\r\n\r\n" % sum(map(len, parts)), *parts))
         start = time.monotonic_ns()
         answer = _Answer()
         deadline = start + int(timeout_s * 1e9)
@@ -794,7 +804,7 @@ class ChatClient:
                 done = loop.create_future()
                 exchange = _Exchange(conn, answer, done, gap)
                 conn.exchange = exchange
-                conn.transport.write(self._head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                conn.transport.write(payload)
                 timer = _Watchdog(loop, exchange, deadline, timeout_s, gap)
                 try:
                     await done

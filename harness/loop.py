@@ -270,7 +270,7 @@ class WorkLoop:
 
     async def _warmup_send(self, item: SuiteItem) -> tuple[bool, float]:
         """One warm-up request (never recorded): (ok, end-to-end seconds)."""
-        result = await self.client.stream(self.bodies.body(item, None), self.timeout_s)
+        result = await self.client.stream(self.bodies.parts(item, None), self.timeout_s)
         return result.status == "ok", (result.end_ns - result.start_ns) / 1e9
 
     async def _passes(self, units: list[WorkUnit]) -> None:
@@ -315,7 +315,7 @@ class WorkLoop:
                 if self.abort_reason:
                     return
                 # Built in the slot (once; retries reuse it): never every waiting request's body at once.
-                body = self.bodies.body(unit.item, seed)
+                body = self.bodies.parts(unit.item, seed)
                 result = await self.client.stream(body, self.timeout_s)
             finally:
                 sem.release()

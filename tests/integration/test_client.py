@@ -136,7 +136,8 @@ def test_ttft_and_e2e_follow_the_server_delays(mock_server):
 def test_bodies_are_built_once_and_merge_vllm_fields():
     builder = RequestBuilder("m", Sampling(ignore_eos=True), 16)
     first = builder.body(ITEM, 1)
-    assert builder.body(ITEM, 1) is first and builder.body(ITEM, 2) is not first
+    assert builder.parts(ITEM, 1) is builder.parts(ITEM, 1) and builder.parts(ITEM, 2) is not builder.parts(ITEM, 1)
+    assert builder.parts(ITEM, 1)[1] is builder.parts(ITEM, 2)[1]  # one copy of the image per item
     # The image spliced into the encoded small body gives the very bytes of encoding the whole request.
     assert first == encode_body(build_request(ITEM, "m", Sampling(ignore_eos=True), 16, 1))
     sent = json.loads(first)
