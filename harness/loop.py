@@ -241,7 +241,8 @@ class WorkLoop:
                 self.progress.message(f"warm-up: {report.requests} request(s) in {report.rounds} round(s), "
                                       f"{'settled' if report.settled else 'NOT settled'}")
             self._drain()
-            await self.client.open(s.concurrency, self.timeout_s)  # no timed request waits for a connect
+            # Connections for the first wave, so that no timed request waits for a connect.
+            await self.client.open(min(s.concurrency, len(units)), self.timeout_s)
             self.progress.begin(len(units), self.run_id)
             self._mark(requests_started_ns=time.monotonic_ns())
             self.live.begin_run(self.segment.requests_started_ns)
