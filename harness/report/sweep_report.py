@@ -130,9 +130,10 @@ def sweep_report(points: list[SweepPoint], out: Path, title: str = "Sweep") -> t
     """sweep.md and sweep.html with the table and the curves, written into `out`."""
     out = output_dir(out)
     doc = Document(f"Sweep report: {title}")
-    doc.para("One run per level against one server start; before every level after the first the server's "
-             "caches were reset and the level warmed up at its own concurrency (first-seen prompts on a warm "
-             "server). J/request counts each run's headline requests; intervals are 95 % intervals of the mean.")
+    doc.para("One run per level against one server start. Before every level after the first the server's "
+             "caches were reset where it offers the routes ('caches before' says what happened), and each level "
+             "ran its own warm-up (--warmup) at its own concurrency. J/request counts each run's headline "
+             "requests; intervals are 95 % intervals of the mean.")
     doc.table(TABLE_HEADERS, table_rows(points))
     x, xlabel, log_x = level_axis(points)
     doc.heading("Energy")
