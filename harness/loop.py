@@ -241,6 +241,7 @@ class WorkLoop:
                 self.progress.message(f"warm-up: {report.requests} request(s) in {report.rounds} round(s), "
                                       f"{'settled' if report.settled else 'NOT settled'}")
             self._drain()
+            self.bodies.prepare(u.item for u in units)  # every image encoded before the clock starts
             # Connections for the first wave, so that no timed request waits for a connect.
             await self.client.open(min(s.concurrency, len(units)), self.timeout_s)
             self.progress.begin(len(units), self.run_id)

@@ -138,6 +138,9 @@ def test_bodies_are_built_once_and_merge_vllm_fields():
     first = builder.body(ITEM, 1)
     assert builder.parts(ITEM, 1) is builder.parts(ITEM, 1) and builder.parts(ITEM, 2) is not builder.parts(ITEM, 1)
     assert builder.parts(ITEM, 1)[1] is builder.parts(ITEM, 2)[1]  # one copy of the image per item
+    other = RequestBuilder("m", Sampling(), 16)
+    other.prepare([ITEM])
+    assert set(other._urls) == {ITEM.id}  # encoded ahead, before any body is asked for
     # The image spliced into the encoded small body gives the very bytes of encoding the whole request.
     assert first == encode_body(build_request(ITEM, "m", Sampling(ignore_eos=True), 16, 1))
     sent = json.loads(first)
