@@ -12,6 +12,14 @@
 #   wait S      wait until every launched measure.py has ended, or S seconds; show the logs' tails
 #   pack NAME   pack $RESULTS into $OUT/results-NAME.tgz
 #   cli ARGS…   `bench ARGS…` itself (last step: takes the remaining arguments); results packed
+#   train GPU S N…  train the reference model on GPU `GPU` (detached, like launch): train_reference.py
+#               with --stop-after-s S and the remaining arguments up to `--`; the training folder
+#               (tokenizer, processor, portable config) is the one carried in .carry/refwork/folder,
+#               written on the development machine by train_reference.py, so the committed model and
+#               the GPU-trained weights share one tokenizer
+#   refmodels S wait up to S s for the training, export the reference model (+ convert reference-fp8)
+#               into $REFMODELS, and put the trained state (bf16, two files) into $OUT for the local export
+#   nightly CFG `bench nightly --config CFG`, detached; its results go where CFG says (under $RESULTS)
 # The machine forgets everything 30 s after a call: make the calls back to back.
 set -uo pipefail
 T0=$(date +%s)
@@ -19,6 +27,7 @@ PAYLOAD=${PAYLOAD:-/tmp/vllm_payload}
 SITE=/tmp/site
 OUT=${OUT:-/tmp/out}
 RESULTS=/tmp/gpu-results
+REFMODELS=/tmp/refmodels
 mkdir -p "$PAYLOAD" "$OUT" "$RESULTS"
 export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 PYTHONUNBUFFERED=1
@@ -33,6 +42,7 @@ stage() {
 
 info() {
   nvidia-smi --query-gpu=name,memory.total,driver_version,power.limit,clocks.max.sm --format=csv
+  echo "cores $(nproc)"; df -h /dev/shm /tmp | tail -2
   python3 -c 'import sys; print(sys.version)'
   python3 - <<'PY'
 import pynvml as nv
@@ -102,14 +112,70 @@ launch() {
 
 wait_plan() {
   local until=$(($(date +%s) + $1))
-  while pgrep -f benchmarks/gpu/measure.py > /dev/null && [ "$(date +%s)" -lt "$until" ]; do sleep 5; done
+  local busy="[b]enchmarks/gpu/measure.py|[t]rain_reference.py|[h]arness.cli nightly"
+  while pgrep -f "$busy" > /dev/null && [ "$(date +%s)" -lt "$until" ]; do sleep 5; done
   for f in "$RESULTS"/log-*.txt; do echo "== $f"; grep -v -E "Warning|warn\(|^\[[0-9]+/" "$f" | tail -6; done
   nvidia-smi --query-gpu=index,power.draw,temperature.gpu,memory.used --format=csv
-  pgrep -f benchmarks/gpu/measure.py > /dev/null && log "still running" || log "all done"
+  pgrep -f "$busy" > /dev/null && log "still running" || log "all done"
+}
+
+train() {
+  local gpu=$1 stop_s=$2; shift 2
+  rm -rf /tmp/refwork && mkdir -p /tmp/refwork && cp -r .carry/refwork/folder /tmp/refwork/folder
+  CUDA_VISIBLE_DEVICES=$gpu setsid nohup python3 benchmarks/models/train_reference.py --work /tmp/refwork \
+    --device "${TRAIN_DEVICE:-cuda}" --stop-after-s "$stop_s" "$@" train > "$RESULTS/log-train.txt" 2>&1 < /dev/null &
+  log "training on GPU $gpu: $*"
+}
+
+refmodels() {
+  local until=$(($(date +%s) + ${1:-600}))
+  while pgrep -f "[t]rain_reference.py" > /dev/null && [ "$(date +%s)" -lt "$until" ]; do sleep 2; done
+  pgrep -f "[t]rain_reference.py" > /dev/null && { log "training still running"; return 1; }
+  grep -v -E "Warning|warn\(" "$RESULTS/log-train.txt" | tail -4
+  # Into /tmp, not the checkout: every call copies the checkout afresh and would put the committed
+  # folders back (benchmarks/gpu/nightly-reference.yaml points its variants here with `model:`).
+  rm -rf "$REFMODELS" && mkdir -p "$REFMODELS"
+  python3 benchmarks/models/train_reference.py --work /tmp/refwork --out "$REFMODELS/reference" \
+    --sharpen "${SHARPEN:-4.0}" --softcap "${SOFTCAP:-100.0}" export 2>&1 | grep -v -E "Warning|warn\(|Writing" | tail -2
+  python3 benchmarks/models/convert_fp8.py "$REFMODELS/reference" "$REFMODELS/reference-fp8" 2>&1 | tail -1
+  # The payload's transformers 5.10 names the vision tower's rope "default" (the portable config
+  # leaves the name out; it is said explicitly here, where only 5.10 reads these folders).
+  python3 - "$REFMODELS"/reference* <<'PY'
+import json, sys
+for folder in sys.argv[1:]:
+    path = f"{folder}/config.json"; config = json.load(open(path))
+    config["vision_config"]["rope_parameters"] = {"rope_type": "default", "rope_theta": 100.0}
+    json.dump(config, open(path, "w"), indent=2)
+PY
+  OUT="$OUT" python3 - <<'PY'
+import os, torch
+s = torch.load("/tmp/refwork/checkpoint.pt", weights_only=False, map_location="cpu")
+s.pop("opt")
+# A returned file may hold 16 MiB: the weights in bf16, split in two by size (join: {**a["model"], **b["model"]}).
+weights = {k: v.to(torch.bfloat16) for k, v in s["model"].items()}
+total, acc, first = sum(v.numel() * 2 for v in weights.values()), 0, {}
+for k, v in weights.items():
+    if acc < total / 2:
+        first[k] = v
+        acc += v.numel() * 2
+for part, model in (("a", first), ("b", {k: v for k, v in weights.items() if k not in first})):
+    torch.save({**s, "model": model}, os.path.join(os.environ["OUT"], f"reference-state-{part}.pt"))
+PY
+  cp "$RESULTS/log-train.txt" "$OUT/log-train.txt"
+  log "reference models ready in $REFMODELS; $(du -ch "$OUT"/reference-state-*.pt | tail -1 | cut -f1) of state in \$OUT"
+}
+
+nightly() {
+  setsid nohup python3 -m harness.cli nightly --config "$1" > "$RESULTS/log-nightly-$(basename "$1" .yaml).txt" 2>&1 < /dev/null &
+  log "nightly $1 started"
 }
 
 pack() {
-  tar -czf "$OUT/results-$1.tgz" -C "$RESULTS" --exclude='*.jsonl' --exclude='power.csv' . && log "packed $(du -h "$OUT/results-$1.tgz" | cut -f1)"
+  # Whole run folders (power traces too) where they fit the 16 MiB a returned file may be; else without them.
+  tar -czf "$OUT/results-$1.tgz" -C "$RESULTS" .
+  [ "$(stat -c %s "$OUT/results-$1.tgz")" -gt 16000000 ] && \
+    tar -czf "$OUT/results-$1.tgz" -C "$RESULTS" --exclude='*.jsonl' --exclude='power.csv' .
+  log "packed $(du -h "$OUT/results-$1.tgz" | cut -f1)"
 }
 
 while [ $# -gt 0 ]; do
@@ -122,6 +188,10 @@ while [ $# -gt 0 ]; do
     launch) shift; vs=(); while [ $# -gt 0 ] && [[ "$1" != -- ]]; do vs+=("$1"); shift; done; launch "${vs[@]}" ;;
     wait) shift; wait_plan "$1" ;;
     pack) shift; pack "$1" ;;
+    train) shift; gpu=$1 stop_s=$2; shift 2; ta=(); while [ $# -gt 0 ] && [[ "$1" != -- ]]; do ta+=("$1"); shift; done
+           train "$gpu" "$stop_s" "${ta[@]}" ;;
+    refmodels) shift; refmodels "$1" ;;
+    nightly) shift; nightly "$1" ;;
     cli) shift; python3 -m harness.cli "$@" --results-dir "$RESULTS" 2>&1 | grep -v -E "Warning|warn\(" | tail -40
          tar -czf "$OUT/results-cli.tgz" -C "$RESULTS" . ; exit 0 ;;
     *) log "unknown step $1"; exit 2 ;;

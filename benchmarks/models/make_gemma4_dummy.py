@@ -247,6 +247,32 @@ def build(out, preset_name, layout, preset=None, marker=True):
     print(f"wrote {out} ({preset_name}, {layout}) with transformers {transformers.__version__}")
 
 
+def make_portable(folder) -> None:
+    """Rewrites a folder's config.json into the form that both transformers versions this project
+    serves with read as the same model: 5.10 (vLLM 0.23's, on the GPU machine) and 5.19 (the vLLM CPU
+    engine's). 5.19 writes the full-attention layers' head size as `per_layer_config`, which 5.10 does
+    not know (it would build those layers with its default 512); both read `global_head_dim`. The
+    vision tower's rope is named "axial" by 5.19 and "default" by 5.10, each refusing the other's name;
+    left out, each version fills in its own name with the same theta (100). Committed model folders
+    (the reference model) are made portable; folders made on a machine for that machine need not be."""
+    path = os.path.join(folder, "config.json")
+    with open(path) as f:
+        config = json.load(f)
+    text, vision = config["text_config"], config["vision_config"]
+    per_layer = text.pop("per_layer_config", None)
+    if per_layer:
+        dims = {v.get("head_dim") for v in per_layer.values()}
+        if any(set(v) != {"head_dim"} for v in per_layer.values()) or len(dims) != 1:
+            raise SystemExit(f"{path}: per_layer_config {per_layer} has no global_head_dim equivalent")
+        text["global_head_dim"] = next(iter(per_layer.values()))["head_dim"]
+    rope = vision.pop("rope_parameters", None)
+    if rope and rope.get("rope_theta", 100.0) != 100.0:
+        raise SystemExit(f"{path}: vision rope_theta {rope['rope_theta']} is not the default both versions fill in")
+    with open(path, "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
 def check(out):
     """Load the folder back the way vLLM does and run the processor on one image prompt."""
     import numpy as np

@@ -36,6 +36,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 import types
@@ -70,14 +71,17 @@ suite_build = load_module("suite_build", SUITE_DIR / "build.py", stub=("pyarrow"
 make_dummy = load_module("make_gemma4_dummy", HERE / "make_gemma4_dummy.py")
 
 # Shapes: the tiny preset's layout (head dims the CPU attention backend accepts, KV sharing,
-# per-layer inputs), a wider text decoder and vision tower, and pooling 2 x 2 so that the
+# per-layer inputs), a wider and deeper text decoder and vision tower, and pooling 2 x 2 so that the
 # 70-soft-token budget sees the 320 x 240 images at about their own resolution (288 x 224,
-# 252 patches) instead of upscaled 9-patch cells.
+# 252 patches) instead of upscaled 9-patch cells. Every text-decoder Linear has its input size a
+# multiple of 128 and its output size a multiple of 64: the FP8 copy's W8A16 Marlin kernel (vLLM
+# 0.23 on the GPU) accepts no other shapes.
 ARCH = dict(
     make_dummy.PRESETS["tiny"],
-    hidden=192, intermediate=384, heads=3, kv_heads=1,
-    vision=dict(hidden_size=96, intermediate_size=192, num_hidden_layers=3, num_attention_heads=3,
-                num_key_value_heads=3, head_dim=32, position_embedding_size=1024, use_clipped_linears=False),
+    hidden=256, intermediate=768, layers=6, layer_types=["sliding_attention", "full_attention"] * 3,
+    heads=4, kv_heads=1,
+    vision=dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
+                num_key_value_heads=4, head_dim=32, position_embedding_size=1024, use_clipped_linears=False),
     pooling=2,
 )
 
@@ -121,6 +125,7 @@ def vocabulary_words() -> list[str]:
 def write_folder(out: Path) -> None:
     preset = dict(ARCH, words=vocabulary_words())
     make_dummy.build(str(out), "reference", "bf16", preset=preset, marker=False)
+    make_dummy.make_portable(str(out))
 
 
 class Batcher:
@@ -172,6 +177,36 @@ class Batcher:
                 "pixel_values": enc["pixel_values"], "image_position_ids": enc["image_position_ids"]}
 
 
+class StepBatches:
+    """Batch `first + i` of a run as model inputs, built where the DataLoader asks (a worker process
+    on a GPU machine): items come from (seed, step, slot), so the data is the same whatever the
+    number of workers and wherever a run resumed. Pixels travel as uint8 (the processor's values
+    are k / 255; `pixels()` restores them), a quarter of float32 through the workers' shared memory."""
+
+    def __init__(self, folder: Path, template: str, seed: int, batch: int, first: int, last: int):
+        self.folder, self.template, self.seed, self.batch, self.first, self.last = (
+            folder, template, seed, batch, first, last)
+        self._batcher = None  # built in the process that uses it (the processor does not pickle cheaply)
+
+    def __len__(self) -> int:
+        return self.last - self.first
+
+    def __getitem__(self, i: int):
+        import torch
+
+        if self._batcher is None:
+            self._batcher = Batcher(self.folder, self.template)
+        step = self.first + i
+        items = [draw_item(self.seed, step, slot) for slot in range(self.batch)]
+        inputs = self._batcher.training_inputs(items)
+        inputs["pixel_values"] = (inputs["pixel_values"] * 255).round().to(torch.uint8)
+        return step, [it["task"] for it in items], inputs
+
+    @staticmethod
+    def pixels(uint8_values):
+        return uint8_values.float() / 255
+
+
 def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -207,7 +242,6 @@ def train(args) -> None:
     if not (folder / "config.json").exists():
         write_folder(folder)
     template, _ = suite_spec()
-    batcher = Batcher(folder, template)
     config = AutoConfig.from_pretrained(folder)
     torch.manual_seed(args.seed)
     model = Gemma4ForConditionalGeneration(config).float()
@@ -218,6 +252,9 @@ def train(args) -> None:
         # and choice). Small random positions instead.
         model.model.vision_tower.patch_embedder.position_embedding_table.normal_(0.0, 0.02)
     model.to(args.device)
+    cuda = args.device.startswith("cuda")
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     ckpt = work / "checkpoint.pt"
     log: list[dict] = []
@@ -231,42 +268,54 @@ def train(args) -> None:
         step, log = state["step"], state["log"]
         print(f"resumed at step {step}", flush=True)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"{n_params / 1e6:.2f} M parameters, {args.steps} steps of {args.batch}", flush=True)
+    print(f"{n_params / 1e6:.2f} M parameters, {args.steps} steps of {args.batch}, {args.workers} data workers",
+          flush=True)
     model.train()
-    last_save = time.monotonic()
+    last = min(args.steps, args.stop_at or args.steps)
+    batches = torch.utils.data.DataLoader(
+        StepBatches(folder, template, args.seed, args.batch, step, last),
+        batch_size=None, num_workers=args.workers, pin_memory=cuda, prefetch_factor=2 if args.workers else None)
+
+    def save() -> None:
+        save_checkpoint(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "log": log,
+                               "args": vars(args)})
+
+    last_save = t_start = t_log = time.monotonic()
+    step_logged = step
     window: dict[str, list[float]] = {t: [] for t in TASKS}
-    t_start = time.monotonic()
-    while step < min(args.steps, args.stop_at or args.steps):
-        t0 = time.monotonic()
-        items = [draw_item(args.seed, step, slot) for slot in range(args.batch)]
-        inputs = batcher.training_inputs(items)
-        inputs = {k: v.to(args.device) for k, v in inputs.items()}
+    for batch_step, tasks, inputs in batches:
+        assert batch_step == step, (batch_step, step)  # the loader hands batches over in step order
+        inputs = {k: v.to(args.device, non_blocking=True) for k, v in inputs.items()}
         labels = inputs.pop("labels")
+        inputs["pixel_values"] = StepBatches.pixels(inputs["pixel_values"])
         for group in opt.param_groups:
             group["lr"] = learning_rate(step, args.steps, args.lr, args.warmup)
-        logits = model(**inputs).logits
+        # bfloat16 autocast on the GPU (the served weights are bf16 anyway); float32 on the CPU.
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            logits = model(**inputs).logits
         losses = per_item_loss(logits, labels)
         loss = losses.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        for it, value in zip(items, losses.tolist(), strict=True):
-            window[it["task"]].append(value)
+        for task, value in zip(tasks, losses.tolist(), strict=True):
+            window[task].append(value)
         step += 1
         if step % args.log_every == 0 or step == args.steps:
-            entry = {"step": step, "loss": round(loss.item(), 4), "s_per_step": round(time.monotonic() - t0, 3),
+            now = time.monotonic()
+            entry = {"step": step, "loss": round(loss.item(), 4),
+                     "s_per_step": round((now - t_log) / (step - step_logged), 4),
                      "by_task": {t: round(sum(v) / len(v), 4) for t, v in window.items() if v}}
+            t_log, step_logged = now, step
             log.append(entry)
             window = {t: [] for t in TASKS}
             print(json.dumps(entry), flush=True)
-        if time.monotonic() - last_save > args.checkpoint_s or step in (args.steps, args.stop_at):
-            save_checkpoint(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "log": log,
-                                   "args": vars(args)})
+        if time.monotonic() - last_save > args.checkpoint_s or step == last:
+            save()
             last_save = time.monotonic()
-        if args.stop_after_s and time.monotonic() - t_start > args.stop_after_s:
-            save_checkpoint(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "log": log,
-                                   "args": vars(args)})
+        if args.stop_after_s and time.monotonic() - t_start > args.stop_after_s and step < last:
+            save()
             print(f"stopped at step {step} (--stop-after-s); rerun to resume", flush=True)
             return
 
@@ -300,7 +349,12 @@ def export(args) -> None:
 
     work, out = Path(args.work), Path(args.out)
     state = torch.load(work / "checkpoint.pt", weights_only=False, map_location="cpu")
-    write_folder(out)
+    # The folder the model was trained with (tokenizer, processor, chat template), not a new one: the
+    # transformers of the machine that exports may write these files differently.
+    out.mkdir(parents=True, exist_ok=True)
+    for f in (work / "folder").iterdir():
+        if f.is_file():
+            shutil.copy2(f, out / f.name)
     config = AutoConfig.from_pretrained(out)
     # The final softcap (30) would squash the sharpened logits (top logits ~11 x sharpen): raise it
     # so the sharpening acts as the temperature it is meant to be.
@@ -310,6 +364,7 @@ def export(args) -> None:
     with torch.no_grad():
         model.model.language_model.norm.weight.mul_(args.sharpen)
     model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
+    make_dummy.make_portable(str(out))  # save_pretrained wrote this transformers' own form
     for extra in out.glob("*.pt"):
         extra.unlink()
     weights = out / "model.safetensors"
@@ -319,7 +374,9 @@ def export(args) -> None:
         "command": (f"python benchmarks/models/train_reference.py --work WORK --seed {state['args']['seed']} "
                     f"--steps {state['args']['steps']} --batch {state['args']['batch']} --lr {state['args']['lr']} "
                     f"--warmup {state['args']['warmup']} --stop-at {state['step']} --sharpen {args.sharpen} "
-                    f"--softcap {args.softcap}"),
+                    f"--softcap {args.softcap} --device {state['args'].get('device', 'cpu')} "
+                    f"--workers {state['args'].get('workers', 0)}"),
+        "device": state["args"].get("device", "cpu"),
         "steps_planned": state["args"]["steps"],
         "seed": state["args"]["seed"], "steps": state["step"], "batch": state["args"]["batch"],
         "lr": state["args"]["lr"], "warmup": state["args"]["warmup"], "sharpen": args.sharpen,
@@ -338,6 +395,11 @@ def export(args) -> None:
     print(f"wrote {out} ({record['weights_bytes'] / 1e6:.1f} MB weights, step {state['step']})")
 
 
+def log_every(record: dict) -> int | None:
+    steps = [entry["step"] for entry in record["loss_log"]]
+    return steps[1] - steps[0] if len(steps) > 1 else None
+
+
 def write_card(out: Path, record: dict, runs: list[Path], note: str = "") -> None:
     """The model card: what the model is, how it was made, and what it scored when served."""
     a = record["arch"]
@@ -345,7 +407,7 @@ def write_card(out: Path, record: dict, runs: list[Path], note: str = "") -> Non
     lines = [
         "# reference: a small Gemma 4 trained on the default suite's generator", "",
         "A `Gemma4ForConditionalGeneration` (the architecture family of the competition's Gemma-4-E4B,",
-        "served by the same vLLM code path) trained from scratch on this machine so that the harness's",
+        "served by the same vLLM code path) trained from scratch by this project so that the harness's",
         "quality numbers and gate verdicts mean something without real Gemma weights. It only knows the",
         "seven synthetic task types of `benchmarks/suites/default` -- it is a measuring instrument, not a",
         "general model.", "",
@@ -361,7 +423,8 @@ def write_card(out: Path, record: dict, runs: list[Path], note: str = "") -> Non
         "  one `▁word` token (other text, digits included, is encoded per character); the chat template is",
         "  make_gemma4_dummy.py's minimal Gemma-4-style one.", "",
         "## How it was made", "",
-        f"`{record['command']}` (with the vLLM CPU engine's Python: torch on the CPU, 1 thread).",
+        f"`{record['command']}` (the weights are the same on any device up to floating-point reduction order;",
+        "the data workers change nothing in what is drawn).",
         f"- Data: {record['data']}; {record['items_seen']} items ({record['steps']} steps of {record['batch']}),",
         f"  task weights {record['task_weights']}. Fraction of training items identical to a suite item",
         f"  (same question and pixels; the smallest task spaces repeat): {record['suite_overlap_fraction']}.",
@@ -369,13 +432,14 @@ def write_card(out: Path, record: dict, runs: list[Path], note: str = "") -> Non
         "  this folder's chat template); loss on the answer and `<turn|>` only; captions trained on the",
         "  first reference.",
         f"- AdamW, lr {record['lr']} (warm-up {record['warmup']} steps, cosine to 10 %), weight decay 0.01,",
-        "  gradient clip 1.0, float32.",
+        "  gradient clip 1.0, float32 weights (bfloat16 autocast on a GPU).",
         f"- Serving calibration: the final norm's scale is multiplied by {record['sharpen']}, which multiplies",
         "  every logit by that factor before the softcap -- temperature 1/factor baked into the weights, so",
         "  that the competition's sampling (T 1.0, top_p 0.95, top_k 64) draws the model's best answer",
         "  more often. The final logit softcap is raised to "
         f"{record.get('final_logit_softcapping')} so that it does not squash the sharpened logits.",
-        "- `training.json` holds the loss curve (per task, every 10 steps) and the weights' SHA-256.", "",
+        f"- `training.json` holds the loss curve (per task, every {log_every(record)} steps) and the weights' SHA-256.",
+        "",
         "## Scores (served by vLLM, competition sampling)", "",
     ]
     if not runs:
@@ -400,6 +464,20 @@ def write_card(out: Path, record: dict, runs: list[Path], note: str = "") -> Non
     if note:
         lines += ["## Notes", "", note, ""]
     (out / "README.md").write_text("\n".join(lines) + "\n")
+
+
+def join(args) -> None:
+    """Joins the weight files a GPU session returns (benchmarks/gpu/session.sh `refmodels`: the trained
+    state in bf16, split in two because a returned file may hold 16 MiB) into --work's checkpoint.pt,
+    for `export` here."""
+    import torch
+
+    states = [torch.load(p, weights_only=False, map_location="cpu") for p in args.parts]
+    joined = {**states[0], "model": {k: v for s in states for k, v in s["model"].items()}}
+    if any(s["step"] != joined["step"] for s in states):
+        raise SystemExit(f"{args.parts}: parts of different checkpoints")
+    save_checkpoint(Path(args.work) / "checkpoint.pt", joined)
+    print(f"joined {len(joined['model'])} tensors of step {joined['step']} into {Path(args.work) / 'checkpoint.pt'}")
 
 
 def evaluate(args) -> None:
@@ -450,6 +528,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--device", default="cpu", help="torch device for training (cuda on a GPU machine)")
     ap.add_argument("--threads", type=int, default=1)  # 2 threads thrash on a shared 2-core machine
+    ap.add_argument("--workers", type=int, default=0,
+                    help="DataLoader processes drawing and encoding batches (0: in the training process)")
     ap.add_argument("--checkpoint-s", type=float, default=120.0)
     ap.add_argument("--stop-at", type=int, default=0,
                     help="save and stop at this step, the schedule still planned for --steps (0: --steps)")
@@ -461,11 +541,15 @@ def main() -> None:
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--scores", nargs="*", default=[], help="bench run folders of the served model, for the card")
     ap.add_argument("--note", default="", help="a paragraph for the card's Notes (e.g. the machine and wall time)")
-    ap.add_argument("mode", nargs="?", choices=("train", "export", "eval", "card", "all"), default="all")
+    ap.add_argument("--parts", nargs="*", default=[], help="join: the weight files a GPU session returned")
+    ap.add_argument("mode", nargs="?", choices=("train", "export", "eval", "card", "join", "all"), default="all")
     args = ap.parse_args()
     if args.mode == "card":  # only rewrite README.md of an exported folder (e.g. with --scores)
         out = Path(args.out)
         write_card(out, json.loads((out / "training.json").read_text()), [Path(r) for r in args.scores], args.note)
+        return
+    if args.mode == "join":
+        join(args)
         return
     if args.mode in ("train", "all"):
         train(args)

@@ -1,15 +1,15 @@
 """The 80 % gate on a model that answers: the reference Gemma 4 (benchmarks/models/reference,
-trained on the default suite's generator) served by the real vLLM CPU engine.
+trained on the default suite's generator; 0.914 on the full suite, model card) served by the real
+vLLM CPU engine.
 
-- reference vs itself, `--samples 3`, the same sampling seed → PASS, exit 0, ratio 1 (the engine
-  reproduces seeded sampling, and the gate passes what it should). With another sampling seed the
-  full suite measured ratio 0.849, CI [0.723, 0.994], INCONCLUSIVE (2-core CPU, 2026-11-27): this
-  model is uncertain enough that T 1.0 sampling moves its score by ~15 % between seeds;
+- reference vs itself, `--samples 3`, another sampling seed → PASS, exit 0, ratio near 1: the
+  model's answers are stable under the competition's T 1.0 sampling (mean per-item spread over
+  the samples 0.013), so the gate passes what it should without a shared seed;
 - reference vs a copy with Gaussian noise (1 x RMS) on every weight matrix
   (benchmarks/models/degrade_reference.py) → FAIL, exit 1, ratio near 0.
 
-The expected ranges come from full-suite runs (the model card's scores). Each run is 504
-requests of ~0.1 s; the three server starts dominate (~5 minutes in all on 2 CPU cores)."""
+The expected ranges come from full-suite runs. Each run is 504 requests of ~0.15 s; with the
+three server starts, ~6 minutes in all on 2 CPU cores."""
 
 import json
 import subprocess
@@ -53,16 +53,16 @@ def test_fp8_copy_is_the_model_card_layout_of_the_reference_weights():
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Three CPU-engine runs over the same items and sampling seed: reference twice and the
-    degraded copy."""
+    """Three CPU-engine runs over the same items: reference twice (sampling seeds 1 and 2) and the
+    degraded copy (seed 1)."""
     root = tmp_path_factory.mktemp("reference-gate")
     degraded = root / "degraded-model"
     made = subprocess.run([str(ENGINE_PYTHON), "benchmarks/models/degrade_reference.py", REFERENCE, str(degraded),
                            "--noise", NOISE], capture_output=True, text=True, timeout=300)
     assert made.returncode == 0, made.stderr[-2000:]
-    common = ("--variant", "reference", "--samples", "3", "--seed", "1", "--concurrency", "4",
-              "--results-dir", root)
-    for run_id, extra in (("base", ()), ("again", ()), ("degraded", ("--model-path", degraded))):
+    common = ("--variant", "reference", "--samples", "3", "--concurrency", "4", "--results-dir", root)
+    for run_id, extra in (("base", ("--seed", "1")), ("again", ("--seed", "2")),
+                          ("degraded", ("--seed", "1", "--model-path", degraded))):
         result = bench("run", *common, "--run-id", run_id, *extra, timeout=900)
         assert result.returncode == 0, result.stderr[-3000:]
     return root
@@ -78,9 +78,9 @@ def gate(root, candidate):
 def test_reference_answers_every_task(runs):
     quality = json.loads((runs / "base" / "summary.json").read_text())["quality"]
     assert quality["items"] == ITEMS and quality["scored"] == 3 * ITEMS
-    # The full suite scores 0.234 (model card); most task types answer some items right.
-    assert 0.15 <= quality["overall"] <= 0.35, quality
-    assert sum(score > 0 for score in quality["by_task"].values()) >= 5, quality["by_task"]
+    # The full suite scores 0.914 (model card); every task type is mostly answered right.
+    assert 0.85 <= quality["overall"] <= 0.97, quality
+    assert min(quality["by_task"].values()) >= 0.6, quality["by_task"]
 
 
 @needs_engine
@@ -89,7 +89,7 @@ def test_gate_passes_reference_against_itself(runs):
     code, result = gate(runs, "again")
     overall = result["overall"]
     assert (code, overall["verdict"]) == (0, "PASS"), overall
-    assert abs(overall["ratio"] - 1) < 0.02 and overall["low"] >= 0.8, overall
+    assert abs(overall["ratio"] - 1) < 0.03 and overall["low"] >= 0.9, overall
 
 
 @needs_engine
@@ -98,5 +98,5 @@ def test_gate_fails_a_degraded_reference(runs):
     code, result = gate(runs, "degraded")
     overall = result["overall"]
     assert (code, overall["verdict"]) == (1, "FAIL"), overall
-    # Measured: 0.002 vs 0.213, ratio 0.009, CI [0.000, 0.030]: noise of 1 x RMS on every matrix.
+    # Noise of 1 x RMS on every matrix leaves next to nothing of the 0.914.
     assert overall["ratio"] <= 0.2 and overall["high"] < 0.8, overall
