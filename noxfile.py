@@ -43,7 +43,9 @@ def tests(session: nox.Session) -> None:
     """Unit + integration tests (mock server, CPU engine, browser), and the GPU-trace replays."""
     _engine(session)
     session.install("-e", ".[test]")
-    session.run("pytest", "-q", "-ra", *session.posargs, env={"PYTHONUNBUFFERED": "1"})
+    # Two workers; the engine tests share one of them (tests/conftest.py), so one engine runs at a time.
+    session.run("pytest", "-q", "-ra", "-n", "2", "--dist", "loadgroup", *session.posargs,
+                env={"PYTHONUNBUFFERED": "1"})
 
 
 @nox.session
@@ -57,7 +59,7 @@ def wheel(session: nox.Session) -> None:
     wheels = sorted(f for f in os.listdir(out) if f.endswith(".whl"))
     session.install(os.path.join(out, wheels[-1]))
     with session.chdir(out):
-        session.run("python", "-c", "import harness, harness.report.submission as s; "
+        session.run("python", "-c", "import harness, harness.submission as s; "
                     "assert 'site-packages' in harness.__file__ and s.SCHEMA")
         session.run("bench", "variants", env={"BENCH_HOME": root})
     with session.chdir(root):  # without BENCH_HOME: the current directory's benchmarks/

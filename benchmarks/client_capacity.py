@@ -6,7 +6,7 @@
 
 One fast streaming server of our own (`serve`: an asyncio protocol, one process, chunked SSE like
 vLLM's uvicorn, 32 tokens per answer, pre-rendered when there is no delay) answers every client with
-the same 100 distinct PNG images (~40 KB each, drawn by harness.load). Each client runs as its own
+the same 100 distinct PNG images (~40 KB each, drawn by harness.synthetic). Each client runs as its own
 process; levels and clients are interleaved, repeats outermost, and medians are printed.
 
 Capacity table: completed requests/s over the requests' own window, and the client's CPU per
@@ -194,7 +194,7 @@ def prepare_inputs(work: Path, n_images: int = 100) -> dict:
     import pandas as pd
 
     sys.path.insert(0, str(ROOT))
-    from harness.load import SyntheticImages, synthetic_suite_items
+    from harness.synthetic import SyntheticImages, synthetic_suite_items
 
     items = synthetic_suite_items(SyntheticImages(n_images, 120, 120, "png", seed=11))
     prompt = "Describe this image in one sentence."

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.finalize import compute
+from harness.results import J_PER_WH
 from harness.store import load_run, read_requests
 
 
@@ -35,10 +36,10 @@ def facts(sitting: str, run) -> dict:
     kind = f"competition-{name}" if run.dir.parent.name == "competition" else name
     warmup = m.segments[0].warmup if m.segments else None
     return {"sitting": sitting, "variant": m.variant.name, "card": m.meter.gpus[0].uuid[-8:],
-            "kind": kind, "concurrency": m.settings.get("concurrency"), "requests": len(ok),
-            "total_j": e.total_j, "j_first_seen": e.cache["first_seen_j_per_request_mean"],
-            "above_first_seen": e.cache["first_seen_above_idle_j_per_request_mean"],
-            "cache_hits": e.cache["cache_hit_requests"], "cached_share": e.cache["cached_prompt_token_share"],
+            "kind": kind, "concurrency": m.concurrency, "requests": len(ok),
+            "total_j": e.total_j, "j_first_seen": e.cache.first_seen_j_per_request_mean,
+            "above_first_seen": e.cache.first_seen_above_idle_j_per_request_mean,
+            "cache_hits": e.cache.cache_hit_requests, "cached_share": e.cache.cached_prompt_token_share,
             "e2e_p50": summary.latency.e2e_s.p50, "ttft_max": float(ok["ttft_s"].max()),
             "idle_w": e.idle_power_w, "idle_after_w": e.idle_after_power_w,
             "warmup": warmup.requests if warmup else 0,
@@ -79,8 +80,8 @@ def competition_table(rows: list[dict]) -> list[str]:
     for (sitting, variant, card), p in sorted(pairs.items(), key=lambda kv: (kv[0][0], kv[0][1] != "bf16", kv[0])):
         if {"cold", "warm"} <= p.keys():
             cold, warm = p["cold"]["total_j"], p["warm"]["total_j"]
-            out.append(f"| {sitting} | {variant} | …{card} | {cold:.0f} ({cold / 3600:.3f}) | {warm:.0f} "
-                       f"({warm / 3600:.3f}) | {cold / warm - 1:+.1%} | {p['cold']['ttft_max']:.1f} | "
+            out.append(f"| {sitting} | {variant} | …{card} | {cold:.0f} ({cold / J_PER_WH:.3f}) | {warm:.0f} "
+                       f"({warm / J_PER_WH:.3f}) | {cold / warm - 1:+.1%} | {p['cold']['ttft_max']:.1f} | "
                        f"{p['warm']['warmup']} |")
     return out
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import math
 import statistics
 import sys
@@ -30,6 +29,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.regression import DetectorSettings, NightPoint, detect  # noqa: E402
+from harness.store import read_summary  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 
@@ -41,7 +41,7 @@ def observed_noise() -> dict:
         name = Path(run).name  # e.g. bf16-c16-r1
         requests = pd.read_parquet(Path(run) / "requests.parquet")
         energy = requests.loc[requests["status"] == "ok", "energy_j"].dropna()
-        mean = json.loads((Path(run) / "summary.json").read_text())["energy"]["j_per_request_mean"]
+        mean = read_summary(Path(run)).energy.j_per_request_mean
         key, repeat = name.rsplit("-", 1)
         if repeat == "r0":
             cold.append((key, mean))

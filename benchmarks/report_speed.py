@@ -9,7 +9,6 @@ Goal: ≤ 10 s on the 2-core CI machine.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -18,9 +17,10 @@ import numpy as np
 import pandas as pd
 
 from harness.finalize import finalize_run
-from harness.records import SCHEMA_VERSION, RequestRecord
+from harness.records import MeterInfo, RequestRecord, RunStatus
 from harness.report.render import run_report
-from harness.store import load_run
+from harness.results import Manifest, Segment, SuiteInfo, VariantInfo
+from harness.store import RunStore, load_run, write_tables
 
 TASKS = ["ocr", "chart", "counting", "colour", "document", "caption", "choice"]
 
@@ -52,20 +52,16 @@ def synthesize(run_dir: Path, n: int, concurrency: int = 32, seed: int = 0) -> N
     })
     fields = list(RequestRecord.__dataclass_fields__)
     assert list(frame.columns) == fields[:len(frame.columns)]  # newer optional fields are read back as None
-    frame.to_parquet(run_dir / "requests.parquet", index=False)
     t = np.arange(t0 - 10_000_000_000, int(end_ns.max()) + 20_000_000, 10_000_000, dtype=np.int64)
     power = 120 + 180 * (1 - np.exp(-np.searchsorted(np.sort(start_ns), t) / 5000)) + rng.normal(0, 5, len(t))
-    pd.DataFrame({"t_ns": t, "gpu": 0, "power_w": power, "energy_mj": np.cumsum(power * 10.0),
-                  "temperature_c": np.nan, "sm_clock_mhz": np.nan, "throttle_reasons": np.nan}).to_parquet(
-        run_dir / "power.parquet", index=False)
-    manifest = {"schema_version": SCHEMA_VERSION, "run_id": "synthetic", "status": "complete", "created_wall_s": 0,
-                "variant": {"name": "synthetic"}, "server": {}, "host": {},
-                "suite": {"name": "synthetic", "source": "synthetic", "hash": "0" * 64, "items": n},
-                "sampling_sent": {},
-                "meter": {"kind": "trace", "gpus": []}, "phase_weights": {"prefill": 1.0, "decode": 1.0},
-                "segments": [{"index": 0, "started_wall_s": 0.0, "clock_wall_minus_mono_ns": 0,
-                              "idle_window_ns": [t0 - 9_000_000_000, t0 - 1_000_000_000]}]}
-    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    write_tables(run_dir, frame, pd.DataFrame({
+        "t_ns": t, "gpu": 0, "power_w": power, "energy_mj": np.cumsum(power * 10.0), "temperature_c": np.nan,
+        "sm_clock_mhz": np.nan, "throttle_reasons": np.nan}))
+    RunStore(run_dir).write_manifest(Manifest(
+        run_id="synthetic", status=RunStatus.COMPLETE, suite=SuiteInfo("synthetic", "synthetic", "0" * 64, n),
+        variant=VariantInfo("synthetic"), meter=MeterInfo(kind="trace"), phase_weights={"prefill": 1.0, "decode": 1.0},
+        segments=(Segment(index=0, started_wall_s=0.0, clock_wall_minus_mono_ns=0,
+                          idle_window_ns=(t0 - 9_000_000_000, t0 - 1_000_000_000)),)))
 
 
 def main() -> None:

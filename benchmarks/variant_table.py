@@ -14,17 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.finalize import open_run as load_run
-
-COLUMNS = [
-    ("J/request", lambda s: s.energy.j_per_request_mean),
-    ("J/output token", lambda s: s.energy.j_per_output_token),
-    ("above-idle J/request", lambda s: s.energy.above_idle_j_per_request_mean),
-    ("idle W", lambda s: s.energy.idle_power_w),
-    ("mean W", lambda s: s.energy.mean_power_w),
-    ("e2e p50 s", lambda s: s.latency.e2e_s.p50),
-    ("TTFT p50 s", lambda s: s.latency.ttft_s.p50),
-    ("output tok/s", lambda s: s.latency.output_tokens_per_s),
-]
+from harness.report.columns import VARIANTS as COLUMNS
 
 
 def main(paths: list[Path]) -> None:
@@ -34,16 +24,16 @@ def main(paths: list[Path]) -> None:
         run = load_run(path)
         if not run.summary.energy.available:
             continue
-        key = (run.manifest.variant.name if run.manifest.variant else "?", run.manifest.settings.get("concurrency"))
+        key = (run.manifest.variant.name if run.manifest.variant else "?", run.manifest.concurrency)
         groups[key].append(run.summary)
         gpu.update(g.name for g in (run.manifest.meter.gpus if run.manifest.meter else ()))
     print(f"GPU: {', '.join(sorted(gpu)) or 'n/a'}")
-    print("| variant | in flight | runs | " + " | ".join(name for name, _ in COLUMNS) + " |")
+    print("| variant | in flight | runs | " + " | ".join(column.heading for column in COLUMNS) + " |")
     print("|---|---|---|" + "---|" * len(COLUMNS))
     for (variant, concurrency), summaries in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         cells = []
-        for _, get in COLUMNS:
-            values = np.array([get(s) for s in summaries if get(s) is not None], dtype=float)
+        for column in COLUMNS:
+            values = np.array([v for v in map(column.get, summaries) if v is not None], dtype=float)
             cells.append("n/a" if len(values) == 0 else
                          f"{values.mean():.3g} ± {values.std(ddof=1):.2g}" if len(values) > 1 else f"{values[0]:.3g}")
         print(f"| {variant} | {concurrency} | {len(summaries)} | " + " | ".join(cells) + " |")

@@ -1,22 +1,33 @@
-"""`bench`: the command line. Parses options, builds a spec, calls one function; maps every
-HarnessError to a one-line message and a non-zero exit (a traceback only with --debug)."""
+"""`bench`: the command line. Parses options, builds a spec, calls one function per command and
+prints the lines it returns; maps every HarnessError to a one-line message and a non-zero exit (a
+traceback only with --debug)."""
 
 from __future__ import annotations
 
-import os
 import sys
-import time
 from pathlib import Path
 
 import click
 
-from harness import __version__
-from harness.comparison import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_THRESHOLD
-from harness.errors import ConfigError, HarnessError
-from harness.protocol import Protocol
-from harness.records import EnergyMode
+from harness import __version__, catalog, finalize, nightly, run_command
+from harness.comparison import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_RESAMPLES,
+    DEFAULT_THRESHOLD,
+    compare_command,
+    gate_command,
+)
+from harness.errors import HarnessError
+from harness.submission import submit_command
 
 DEBUG = {"on": False}
+
+
+def _echo(lines: list[str], exit_code: int | None = None) -> None:
+    for line in lines:
+        click.echo(line)
+    if exit_code is not None:
+        sys.exit(exit_code)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -30,14 +41,7 @@ def main(debug: bool) -> None:
 @main.command("variants")
 def variants_cmd() -> None:
     """List the server variants under benchmarks/variants/."""
-    from harness.config import list_variants, load_variant
-
-    for path in list_variants():
-        v = load_variant(str(path))
-        quant = v.vllm.get("quantization") or ("fp8 (checkpoint)" if v.dummy_model and v.dummy_model.layout == "fp8"
-                                                else "-")
-        click.echo(f"{v.name:<10} kv-cache {v.vllm.get('kv_cache_dtype', 'auto'):<5} quantization {quant:<17} "
-                   f"{v.description}")
+    _echo(catalog.variant_lines())
 
 
 @main.command("suites")
@@ -45,24 +49,7 @@ def variants_cmd() -> None:
 def suites_cmd(names: tuple[str, ...]) -> None:
     """List suites: metric, max_tokens and data source (Hub suites are not downloaded); local
     suites also with item counts per task."""
-    from harness.config import list_suites, load_suite_spec
-    from harness.suite import describe, load_suite, open_table
-
-    for source in names or [str(p) for p in list_suites()]:
-        spec = load_suite_spec(source)
-        line = f"{spec.name:<16} {spec.default_metric:<17} max_tokens {spec.max_tokens:<4} {describe(spec)}"
-        if spec.data_format == "hub" and spec.local_copy:  # counting rows decodes no image
-            line += f"  {open_table(spec).num_rows} rows"
-        elif spec.data_format != "hub":
-            suite = load_suite(spec)
-            tasks = ", ".join(f"{task} {n}" for task, n in suite.task_counts().items())
-            line += f"  {len(suite.items)} items ({tasks}) sha256 {suite.content_hash[:12]}"
-        click.echo(line + (f"  [{spec.origin}]" if spec.origin else ""))
-
-
-# Options `--resume` takes again (the server may have moved); every other option of a resumed run
-# is fixed by its manifest, so passing one is refused rather than silently ignored.
-RESUME_OPTIONS = {"resume_dir", "base_url", "model", "api_key_file", "quiet"}
+    _echo(catalog.suite_lines(names))
 
 
 @main.command("run")
@@ -86,14 +73,14 @@ RESUME_OPTIONS = {"resume_dir", "base_url", "model", "api_key_file", "quiet"}
 @click.option("--run-id", default=None, help="Folder name of this run [default: VARIANT-YYYYmmdd-HHMMSS].")
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path), default=None,
               help="Finish an interrupted run (its folder).")
-@click.option("--energy", type=click.Choice([m.value for m in EnergyMode]), default=EnergyMode.AUTO.value,
+@click.option("--energy", type=click.Choice(run_command.ENERGY_MODES), default=run_command.RunOptions.energy,
               show_default=True, help="Power source: NVML when present (auto), or a trace file.")
 @click.option("--power-trace", type=click.Path(path_type=Path), default=None,
               help="External power trace (CSV/parquet) for --energy trace.")
 @click.option("--idle-s", type=float, default=10.0, show_default=True, help="Idle power before the requests.")
 @click.option("--idle-after-s", type=float, default=None,
               help="Idle window after the requests (after a short settle) [default: as --idle-s].")
-@click.option("--protocol", type=click.Choice([p.value for p in Protocol]), default=Protocol.MEASURED.value,
+@click.option("--protocol", type=click.Choice(run_command.PROTOCOLS), default=run_command.RunOptions.protocol,
               show_default=True, help="competition: a fresh server launched as the organisers do, every item "
               "once, suite energy cold and warm (see README).")
 @click.option("--sample-rate", type=float, default=100.0, show_default=True, help="Power samples per second.")
@@ -121,102 +108,11 @@ RESUME_OPTIONS = {"resume_dir", "base_url", "model", "api_key_file", "quiet"}
               help="Wall-clock limit of the run; past it the run stops as interrupted (resumable).")
 @click.option("--quiet", is_flag=True, help="No progress output; only the final lines.")
 @click.pass_context
-def run_cmd(ctx, variant, base_url, model, api_key_file, model_path, dummy_weights, suite, limit, concurrency,
-            warmup, samples, seed, results_dir, run_id, resume_dir, energy, power_trace, idle_s, idle_after_s, protocol,
-            sample_rate, prefill_weight, temperature, top_p, top_k, max_tokens, ignore_eos, timeout_s, max_retries,
-            max_failure_share, request_rate, burstiness, duration_s, max_requests, max_duration_s, quiet) -> None:
+def run_cmd(ctx, **options) -> None:
     """Replay a suite against a vLLM server and measure every request."""
-    from harness.config import (
-        DEFAULT_VARIANT,
-        RunSettings,
-        Sampling,
-        load_suite_spec,
-        load_variant,
-    )
-    from harness.credentials import check_base_url, read_api_key
-    from harness.energy.attribute import PhaseWeights
-    from harness.load import parse_levels, sweep_specs
-    from harness.progress import for_terminal
-    from harness.runner import RunSpec, execute, resume_spec
-
-    levels_c = parse_levels(concurrency, "--concurrency")
-    if any(c != int(c) for c in levels_c):
-        raise ConfigError(f"--concurrency must be whole numbers, not '{concurrency}'")
-    levels_r = parse_levels(request_rate, "--request-rate") if request_rate is not None else ()
-    api_key = read_api_key(api_key_file, os.environ)  # never from the command line (shell history)
-    base_url = check_base_url(base_url) if base_url else None
-    if resume_dir is not None:
-        fixed = [f"--{name.replace('_', '-')}" for name in ctx.params if name not in RESUME_OPTIONS
-                 and ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT]
-        if fixed:
-            raise ConfigError(f"{', '.join(fixed)} cannot change on --resume: a resumed run keeps the options it "
-                              f"started with (see its manifest.json); start a new run to change them")
-        spec = resume_spec(resume_dir, base_url=base_url, model=model, api_key=api_key)
-    else:
-        # --base-url attaches; with --variant too, the run records that variant's declared setup.
-        v = load_variant(variant) if variant else (None if base_url else load_variant(DEFAULT_VARIANT))
-        if v is not None and model_path:
-            v = v.with_model(model_path)
-        defaults = Sampling()
-        sampling = Sampling(
-            temperature=defaults.temperature if temperature is None else temperature,
-            top_p=defaults.top_p if top_p is None else top_p, top_k=defaults.top_k if top_k is None else top_k,
-            max_tokens=max_tokens, ignore_eos=ignore_eos,
-        )
-        name = v.name if v else "attached"
-        settings = RunSettings(
-            results_dir=results_dir, run_id=run_id or f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", limit=limit,
-            concurrency=int(levels_c[0]), warmup=warmup, seed=seed, samples=samples, sampling=sampling,
-            request_timeout_s=timeout_s, max_retries=max_retries, max_failure_share=max_failure_share,
-            energy=energy, power_trace=power_trace, idle_s=idle_s, idle_after_s=idle_after_s,
-            sample_rate_hz=sample_rate,
-            request_rate=levels_r[0] if levels_r else None, burstiness=burstiness, duration_s=duration_s,
-            max_requests=max_requests, max_duration_s=max_duration_s,
-        )
-        try:
-            weights = PhaseWeights(prefill=prefill_weight)
-        except ValueError as exc:
-            raise ConfigError(f"--prefill-weight: {exc}") from None
-        if Protocol(protocol) is Protocol.COMPETITION:
-            from harness.competition import CompetitionSpec, competition_lines, run_competition
-
-            if v is None or base_url or samples != 1:
-                raise ConfigError("--protocol competition launches the variant itself and sends every item once: "
-                                  "give --variant, not --base-url or --samples")
-            folder = run_competition(CompetitionSpec(suite=load_suite_spec(suite), settings=settings, variant=v,
-                                                     dummy_weights=dummy_weights), for_terminal())
-            for line in competition_lines(folder):
-                click.echo(line)
-            click.echo(f"results: {folder}")
-            return
-        spec = RunSpec(suite=load_suite_spec(suite), settings=settings, variant=v, base_url=base_url, model=model,
-                       api_key=api_key, dummy_weights=dummy_weights, weights=weights)
-    levels = sweep_specs(settings.load(), levels_c, levels_r) if resume_dir is None else [None]
-    if len(levels) > 1:
-        return _sweep(spec, levels, quiet)
-    run_dir = execute(spec, for_terminal(quiet))
-    _print_summary(run_dir)
-
-
-def _sweep(spec, levels, quiet: bool) -> None:
-    from harness.progress import for_terminal
-    from harness.sweep import run_sweep, sweep_folder, sweep_lines
-
-    rows = run_sweep(spec, levels, for_terminal(quiet))
-    for row in rows:
-        _print_summary(row.run_dir)
-    for line in sweep_lines(rows):
-        click.echo(line)
-    click.echo(f"sweep report: {sweep_folder(spec) / 'sweep.html'}")
-
-
-def _print_summary(run_dir: Path) -> None:
-    from harness.finalize import open_run
-    from harness.report.text import run_lines
-
-    for line in run_lines(open_run(run_dir)):
-        click.echo(line)
-    click.echo(f"results: {run_dir}")
+    given = tuple(name for name in ctx.params
+                  if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT)
+    _echo(run_command.run(run_command.RunOptions(**options, given=given)))
 
 
 @main.command("synthetic-suite")
@@ -227,25 +123,14 @@ def _print_summary(run_dir: Path) -> None:
 @click.option("--max-tokens", type=int, default=32, show_default=True)
 def synthetic_suite_cmd(folder: Path, images: str, seed: int, max_tokens: int) -> None:
     """Write a load-test suite of synthetic images (then: bench run --suite FOLDER)."""
-    from harness.load import SyntheticImages, write_synthetic_suite
-
-    n = write_synthetic_suite(folder, SyntheticImages.parse(images, seed=seed), max_tokens)
-    click.echo(f"{n} synthetic item(s) in {folder}")
+    _echo(catalog.synthetic_suite_lines(folder, images, seed, max_tokens))
 
 
 @main.command("score")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 def score_cmd(run_dir: Path) -> None:
     """Recompute the scores of a stored run."""
-    from harness.finalize import rescore
-
-    summary = rescore(run_dir)
-    quality = summary.quality
-    if not quality.scored:
-        raise HarnessError(f"{run_dir}: no request could be scored")
-    click.echo(f"{summary.run_id}: quality {quality.overall:.3f} over {quality.items} items")
-    for task, value in quality.by_task.items():
-        click.echo(f"  {task:<12} {value:.3f}")
+    _echo(finalize.score_command(run_dir))
 
 
 @main.command("reanalyze")
@@ -254,10 +139,7 @@ def score_cmd(run_dir: Path) -> None:
               help="Use this external trace (CSV/parquet) instead of the run's own.")
 def reanalyze_cmd(run_dir: Path, power_trace: Path | None) -> None:
     """Recompute every energy column of a stored run, without the server."""
-    from harness.finalize import reanalyze
-
-    reanalyze(run_dir, power_trace)
-    _print_summary(run_dir)
+    _echo(finalize.reanalyze_command(run_dir, power_trace))
 
 
 @main.command("gate")
@@ -271,37 +153,17 @@ def reanalyze_cmd(run_dir: Path, power_trace: Path | None) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
 @click.option("--force", is_flag=True, help="Gate incomplete runs or runs with different --samples anyway.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def gate_cmd(baseline_dir, candidate_dir, threshold, confidence, resamples, seed, force, as_json) -> None:
+def gate_cmd(baseline_dir, candidate_dir, **options) -> None:
     """Quality gate: candidate ≥ threshold × baseline? Exit 0 PASS, 1 FAIL, 3 INCONCLUSIVE."""
-    from harness.comparison import EXIT_CODES, gate_json, gate_paths
-    from harness.report.text import gate_lines
-
-    result, baseline, candidate = gate_paths(baseline_dir, candidate_dir, force=force, threshold=threshold,
-                                             confidence=confidence, resamples=resamples, seed=seed)
-    if as_json:
-        click.echo(gate_json(result))
-    else:
-        for line in gate_lines(result, baseline.run_id, candidate.run_id):
-            click.echo(line)
-    sys.exit(EXIT_CODES[result.verdict])
+    _echo(*gate_command(baseline_dir, candidate_dir, **options))
 
 
 @main.command("report")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder [default: the run folder].")
 def report_cmd(run_dir: Path, out: Path | None) -> None:
-    """Write report.md, report.html and plots of a stored run (sweep.md, sweep.html of a sweep folder)."""
-    from harness.finalize import open_run
-    from harness.report.render import run_report
-    from harness.report.sweep_report import is_sweep
-
-    if is_sweep(run_dir):
-        from harness.sweep import report_sweep
-
-        md, page = report_sweep(run_dir, out)
-    else:
-        md, page = run_report(open_run(run_dir), out)
-    click.echo(f"wrote {md} and {page}")
+    """Write report.md, report.html and plots of a stored run."""
+    _echo(finalize.report_command(run_dir, out))
 
 
 @main.command("compare")
@@ -313,12 +175,7 @@ def report_cmd(run_dir: Path, out: Path | None) -> None:
 @click.option("--confidence", type=float, default=DEFAULT_CONFIDENCE, show_default=True)
 def compare_cmd(run_dirs, out, force, threshold, confidence) -> None:
     """Compare runs side by side against the first (the baseline), with the quality gate."""
-    from harness.comparison import compare
-
-    md, page, gates = compare(list(run_dirs), out, force=force, threshold=threshold, confidence=confidence)
-    for run_id, g in gates.items():
-        click.echo(f"{run_id}: gate {g.verdict}")
-    click.echo(f"wrote {md} and {page}")
+    _echo(compare_command(list(run_dirs), out, force=force, threshold=threshold, confidence=confidence))
 
 
 @main.command("submit")
@@ -331,33 +188,8 @@ def compare_cmd(run_dirs, out, force, threshold, confidence) -> None:
               help="Submit despite a protocol flag (stall, not_steady, idle_drift), saying why; recorded.")
 def submit_cmd(run_dir, baseline_dir, out, check_file, accept_flags) -> None:
     """Write the submission energy report (JSON + one page), or --check one."""
-    from harness.report import submission
-
-    if check_file is not None:
-        _, findings = submission.check(check_file)
-        for finding in findings:
-            click.echo(f"finding: {finding}")
-        click.echo(f"{check_file}: {'REJECT' if findings else 'OK'} ({len(findings)} finding(s))")
-        sys.exit(1 if findings else 0)
-    if run_dir is None or baseline_dir is None:
-        raise ConfigError("submit needs RUN_DIR and --baseline RUN_DIR (or --check FILE)")
-    doc, path, md, page = submission.write_submission(run_dir, baseline_dir, out, _accepted_flags(accept_flags))
-    for finding in doc["findings"]:
-        click.echo(f"finding: {finding}")
-    click.echo(f"wrote {path}, {md} and {page}")
-
-
-def _accepted_flags(values: tuple[str, ...]) -> dict[str, str]:
-    from harness.energy.protocol_checks import PROTOCOL_FLAGS
-
-    accepted = {}
-    for value in values:
-        code, _, reason = value.partition("=")
-        if code.strip() not in PROTOCOL_FLAGS or not reason.strip():
-            raise ConfigError(f"--accept-flag takes CODE=REASON with CODE one of {', '.join(PROTOCOL_FLAGS)} and a "
-                              f"reason, not {value!r}")
-        accepted[code.strip()] = reason.strip()
-    return accepted
+    lines, code = submit_command(run_dir, baseline_dir, out, check_file, accept_flags)
+    _echo(lines, code if check_file is not None else None)
 
 
 @main.command("nightly")
@@ -367,18 +199,7 @@ def _accepted_flags(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--report-only", is_flag=True, help="Rebuild the verdicts and report of a night that ran (--night-id).")
 def nightly_cmd(config_path: Path, night_id: str | None, report_only: bool) -> None:
     """Baseline + candidates, gates, history, regression alarms. Exit bits: 1 gate, 2 run failed, 4 regression."""
-    from harness.nightly import conclude, load_night_config, run_night
-    from harness.progress import for_terminal
-
-    config = load_night_config(config_path)
-    if report_only and not night_id:
-        raise ConfigError("--report-only needs --night-id")
-    result = conclude(config, night_id) if report_only else run_night(config, for_terminal(), night_id=night_id)
-    for alarm in result.alarms:
-        click.echo(alarm.describe())
-    click.echo(f"night {result.night_id}: {sum(o.ok for o in result.outcomes)}/{len(result.outcomes)} runs ok; "
-               f"report {result.report[1]}; exit {result.exit_code}")
-    sys.exit(result.exit_code)
+    _echo(*nightly.night_command(config_path, night_id, report_only))
 
 
 @main.group("history", invoke_without_command=True)
@@ -392,29 +213,12 @@ def nightly_cmd(config_path: Path, night_id: str | None, report_only: bool) -> N
               help="Write history.html + .md with trend plots to this folder [default: results/history].")
 @click.option("--check", is_flag=True, help="Exit 4 when a regression is flagged as of the newest night.")
 @click.pass_context
-def history_cmd(ctx, db, variant, metric, since, html_out, check) -> None:
+def history_cmd(ctx, db, **options) -> None:
     """Trend table of past runs (one row per run); subcommand `import RUN_DIR...`."""
-    from harness.history import METRICS, History, judge
-
-    ctx.obj = db or os.environ.get("BENCH_HISTORY") or "results/history.sqlite"
-    if ctx.invoked_subcommand is not None:
-        return
-    if metric not in METRICS:
-        raise ConfigError(f"--metric: known metrics are {', '.join(METRICS)}")
-    from harness.report.trends import history_page, trend_lines
-
-    with History(ctx.obj, create=False) as history:
-        rows = history.rows(variant=variant, since=since)
-    alarms = judge(rows, [metric])
-    for line in trend_lines(rows, metric):
-        click.echo(line)
-    for alarm in alarms:
-        click.echo(alarm.describe())
-    if html_out is not None:
-        md, page = history_page(rows, [metric], alarms, html_out)
-        click.echo(f"wrote {md} and {page}")
-    if check and any(a.change.worse for a in alarms):
-        sys.exit(4)
+    ctx.obj = nightly.history_location(db)
+    if ctx.invoked_subcommand is None:
+        lines, code = nightly.history_command(ctx.obj, **options)
+        _echo(lines, code or None)
 
 
 @history_cmd.command("import")
@@ -424,14 +228,7 @@ def history_cmd(ctx, db, variant, metric, since, html_out, check) -> None:
 @click.pass_obj
 def history_import_cmd(db: str, run_dirs, night_id, db_here) -> None:
     """Add existing run folders to the history (a run already there is replaced)."""
-    from harness.history import History, row_from_run
-    from harness.store import load_run
-
-    db = db_here or db
-    rows = [row_from_run(load_run(d), night_id=night_id) for d in run_dirs]
-    with History(db) as history:
-        history.add(rows)
-    click.echo(f"imported {len(rows)} run(s) into {db}")
+    _echo(nightly.history_import_command(db_here or db, list(run_dirs), night_id))
 
 
 def run() -> None:

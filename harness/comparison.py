@@ -4,11 +4,14 @@ also wants both runs complete and with the same number of samples per item (unle
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 from harness.errors import ComparisonError
 from harness.finalize import open_run
+from harness.report.render import compare_report
+from harness.report.text import gate_lines
 from harness.results import jsonable
 from harness.scoring.gate import (  # the CLI takes the gate's defaults and exit codes from here
     DEFAULT_CONFIDENCE,
@@ -22,8 +25,8 @@ from harness.scoring.gate import (  # the CLI takes the gate's defaults and exit
 )
 from harness.store import RunData, output_dir
 
-__all__ = ["DEFAULT_CONFIDENCE", "DEFAULT_RESAMPLES", "DEFAULT_THRESHOLD", "EXIT_CODES", "compare", "differences",
-           "gate_json", "gate_paths", "gate_refusals", "load_comparable", "run_gate"]
+__all__ = ["DEFAULT_CONFIDENCE", "DEFAULT_RESAMPLES", "DEFAULT_THRESHOLD", "EXIT_CODES", "compare", "compare_command",
+           "differences", "gate_command", "gate_json", "gate_paths", "gate_refusals", "load_comparable", "run_gate"]
 
 
 def differences(a: RunData, b: RunData) -> list[str]:
@@ -90,8 +93,6 @@ def gate_paths(baseline: Path, candidate: Path, *, force: bool = False,
 
 def gate_json(result: GateResult) -> str:
     """The gate's result as strict JSON (an undefined bound is null, never NaN)."""
-    import json
-
     return json.dumps(jsonable(result.to_dict()), indent=2, allow_nan=False)
 
 
@@ -105,8 +106,6 @@ def default_compare_dir(runs: list[RunData]) -> Path:
 def compare(paths: list[Path], out: Path | None = None, *, force: bool = False, threshold: float = DEFAULT_THRESHOLD,
             confidence: float = DEFAULT_CONFIDENCE) -> tuple[Path, Path, dict[str, GateResult]]:
     """`bench compare`: the runs side by side against the first, with the gate at `threshold`."""
-    from harness.report.render import compare_report
-
     if len(paths) < 2:
         raise ComparisonError("compare needs at least two run folders")
     runs, problems = load_comparable(list(paths), force=force)
@@ -118,3 +117,17 @@ def compare(paths: list[Path], out: Path | None = None, *, force: bool = False, 
     target = output_dir(out if out is not None else default_compare_dir(runs))
     md, page = compare_report(runs, gates, problems, target, threshold=threshold)
     return md, page, gates
+
+
+def gate_command(baseline: Path, candidate: Path, *, as_json: bool = False, force: bool = False,
+                 **parameters) -> tuple[list[str], int]:
+    """`bench gate`: (lines, exit code: 0 PASS, 1 FAIL, 3 INCONCLUSIVE)."""
+    result, base, cand = gate_paths(baseline, candidate, force=force, **parameters)
+    lines = [gate_json(result)] if as_json else gate_lines(result, base.run_id, cand.run_id)
+    return lines, EXIT_CODES[result.verdict]
+
+
+def compare_command(paths: list[Path], out: Path | None = None, **options) -> list[str]:
+    """`bench compare`: each candidate's gate verdict, then the files written."""
+    md, page, gates = compare(paths, out, **options)
+    return [*(f"{run_id}: gate {g.verdict}" for run_id, g in gates.items()), f"wrote {md} and {page}"]

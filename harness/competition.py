@@ -10,18 +10,17 @@ Two passes over one server start, each an ordinary run folder inside the replay'
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.config import RunSettings, SuiteSpec, Variant
 from harness.errors import ConfigError, ServerError
 from harness.protocol import Protocol, reset_caches
+from harness.results import CompetitionResult, PassTotals
 from harness.runner import Progress, RunSpec, execute, resolve_model_path
 from harness.server import LaunchedServer, ServerHandle
-from harness.store import read_summary, write_json
+from harness.store import read_competition, read_summary, write_competition
 
-J_PER_WH = 3600.0
 DEFAULT_WARMUP_REQUESTS = 64  # an upper bound: the warm-up stops once latency has settled
 
 
@@ -41,7 +40,8 @@ def _pass(spec: CompetitionSpec, server: ServerHandle, folder: Path, name: str, 
     return execute(run, progress)
 
 
-def competition_passes(spec: CompetitionSpec, server: ServerHandle, folder: Path, progress: Progress) -> dict:
+def competition_passes(spec: CompetitionSpec, server: ServerHandle, folder: Path,
+                       progress: Progress) -> CompetitionResult:
     """Cold pass, cache reset, warm pass against a server that has served nothing yet; writes and
     returns competition.json."""
     progress.message("competition replay: cold pass (fresh server, no warm-up)")
@@ -52,27 +52,17 @@ def competition_passes(spec: CompetitionSpec, server: ServerHandle, folder: Path
                           f"re-send cached prompts")
     progress.message("competition replay: warm pass (caches reset, warm-up at the run's concurrency)")
     warm = _pass(spec, server, folder, "warm", spec.settings.warmup or DEFAULT_WARMUP_REQUESTS, progress)
-    result = {"protocol": Protocol.COMPETITION.value, "variant": spec.variant.name,
-              "suite": spec.suite.name, "concurrency": spec.settings.concurrency,
-              "server_command": server.command, "server_env_overrides": server.env_overrides,
-              "cache_reset_between_passes": reset.routes,
-              "cold": _totals(cold), "warm": _totals(warm)}
-    if result["cold"]["total_j"] is not None and result["warm"]["total_j"] is not None:
-        result["cold_minus_warm_j"] = result["cold"]["total_j"] - result["warm"]["total_j"]
-        result["cold_over_warm"] = result["cold"]["total_j"] / result["warm"]["total_j"]
-    write_json(folder / "competition.json", result)
+    result = CompetitionResult(
+        protocol=Protocol.COMPETITION.value, variant=spec.variant.name, suite=spec.suite.name,
+        concurrency=spec.settings.concurrency, server_command=server.command,
+        server_env_overrides=server.env_overrides, cache_reset_between_passes=reset.routes,
+        cold=_totals(cold), warm=_totals(warm))
+    write_competition(folder, result)
     return result
 
 
-def _totals(run_dir: Path) -> dict:
-    summary = read_summary(run_dir)
-    energy, latency = summary.energy, summary.latency
-    total = energy.total_j
-    return {"run": run_dir.name, "requests": latency.requests, "ok": latency.ok,
-            "duration_s": latency.duration_s, "total_j": total,
-            "total_wh": total / J_PER_WH if total is not None else None,
-            "above_idle_j": energy.above_idle_j, "j_per_request_mean": energy.j_per_request_mean,
-            "unavailable_reason": energy.unavailable_reason, "flags": summary.all_flags}
+def _totals(run_dir: Path) -> PassTotals:
+    return PassTotals.of(run_dir.name, read_summary(run_dir))
 
 
 def run_competition(spec: CompetitionSpec, progress: Progress) -> Path:
@@ -89,15 +79,15 @@ def run_competition(spec: CompetitionSpec, progress: Progress) -> Path:
 
 
 def competition_lines(folder: Path) -> list[str]:
-    result = json.loads((folder / "competition.json").read_text())
-    lines = [f"competition replay of {result['variant']} on {result['suite']} at concurrency {result['concurrency']}:"]
-    for name in ("cold", "warm"):
-        t = result[name]
-        if t["total_j"] is None:
-            lines.append(f"  {name}: {t['requests']} requests, energy unavailable ({t['unavailable_reason']})")
+    result = read_competition(folder)
+    lines = [f"competition replay of {result.variant} on {result.suite} at concurrency {result.concurrency}:"]
+    for name, t in (("cold", result.cold), ("warm", result.warm)):
+        if t.total_j is None:
+            lines.append(f"  {name}: {t.requests} requests, energy unavailable ({t.unavailable_reason})")
         else:
-            lines.append(f"  {name}: {t['requests']} requests, {t['total_j']:.1f} J = {t['total_wh']:.4f} Wh "
-                         f"in {t['duration_s']:.1f} s")
-    if "cold_minus_warm_j" in result:
-        lines.append(f"  cold - warm: {result['cold_minus_warm_j']:+.1f} J ({result['cold_over_warm'] - 1:+.1%})")
+            lines.append(f"  {name}: {t.requests} requests, {t.total_j:.1f} J = {t.total_wh:.4f} Wh "
+                         f"in {t.duration_s:.1f} s")
+    if result.cold_minus_warm_j is not None:
+        ratio = "" if result.cold_over_warm is None else f" ({result.cold_over_warm - 1:+.1%})"
+        lines.append(f"  cold - warm: {result.cold_minus_warm_j:+.1f} J{ratio}")
     return lines

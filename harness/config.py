@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from harness.errors import ConfigError
+from harness.load import LoadSpec
 from harness.records import EnergyMode
 
 
@@ -46,10 +47,29 @@ def default_models_dir() -> Path:
     return Path(os.environ.get("BENCH_MODELS_DIR", Path.home() / ".cache/energy-harness/models"))
 
 
+def wait_s(variable: str, default_s: float) -> float:
+    """A fixed wait of the harness (a settle, a grace period, a poll interval) in seconds: `default_s`,
+    unless the environment variable says otherwise. The process-level tests set these short
+    (tests/conftest.py), so that what they check, not how long real hardware needs, sets their pace."""
+    text = os.environ.get(variable)
+    if text is None or not text.strip():
+        return default_s
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise ConfigError(f"${variable} must be a number of seconds ≥ 0, not {text!r}")
+    return value
+
+
 MAX_YAML_VALUES = 1_000_000
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml(path: Path) -> dict:
+    """A YAML file whose top level is a mapping, for validation with `Keys`; every problem (missing,
+    unreadable, malformed, self-referencing or alias-bombed) is one ConfigError naming the file.
+    Public: every YAML the harness reads (variants, suites, nightly.yaml) enters through here."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -96,8 +116,14 @@ def _refuse_cycles(data: Any, where: str) -> None:
         stack.extend((child, False) for child in children)
 
 
-class _Keys:
-    """Pops typed keys from one YAML mapping, naming file and key in every error."""
+class Keys:
+    """Pops typed keys from one YAML mapping, naming file and key in every error. Public, with
+    `read_yaml`: the way every configuration file is validated where it enters.
+
+        keys = Keys(read_yaml(path), str(path))
+        name = keys.take("name", str, default=path.stem)      # wrong type → ConfigError
+        block = Keys(keys.take("server", dict, default={}), f"{path}: server")
+        keys.finish()                                         # an unknown key left → ConfigError"""
 
     def __init__(self, data: dict, where: str):
         self.data = dict(data)
@@ -187,7 +213,7 @@ def _expand_python(value: str | None) -> str | None:
 
 def load_variant(name_or_path: str) -> Variant:
     path = resolve_variant_path(name_or_path)
-    keys = _Keys(_read_yaml(path), str(path))
+    keys = Keys(read_yaml(path), str(path))
     name = keys.take("name", str, default=path.stem)
     description = keys.take("description", str, default="")
     model = keys.take("model", str)
@@ -199,7 +225,7 @@ def load_variant(name_or_path: str) -> Variant:
     served = keys.take("served_model_name", str, default=name)
     vllm = keys.take("vllm", dict, default={})
     env = keys.take("env", dict, default={})
-    server = _Keys(keys.take("server", dict, default={}), f"{path}: server")
+    server = Keys(keys.take("server", dict, default={}), f"{path}: server")
     python = _expand_python(server.take("python", str))
     startup_timeout_s = server.take("startup_timeout_s", (int, float), default=900)
     server.finish()
@@ -225,7 +251,7 @@ def load_variant(name_or_path: str) -> Variant:
             raise ConfigError(f"{path}: env: '{key}' holds a NUL character, which no environment can carry")
     dummy_model = None
     if dummy is not None:
-        d = _Keys(dummy, f"{path}: dummy_model")
+        d = Keys(dummy, f"{path}: dummy_model")
         dummy_model = DummyModel(d.take("preset", str, required=True), d.take("layout", str, default="bf16"))
         d.finish()
         if dummy_model.preset not in ("tiny", "e4b") or dummy_model.layout not in DUMMY_LAYOUTS:
@@ -346,7 +372,7 @@ def resolve_suite_path(name_or_path: str) -> Path:
 def _suite_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     """A suite's YAML; `extends: NAME` starts from suite NAME's keys (mappings merged one level
     deep), e.g. docvqa_thinking = docvqa + thinking: true + a larger max_tokens."""
-    data = _read_yaml(path)
+    data = read_yaml(path)
     base = data.pop("extends", None)
     if base is None:
         return data
@@ -372,12 +398,12 @@ def load_suite_spec(name_or_path: str) -> SuiteSpec:
         if not local_copy:
             raise ConfigError(f"--suite {name_or_path}=: the local copy's path is empty")
     path = resolve_suite_path(name_or_path)
-    keys = _Keys(_suite_yaml(path), str(path))
+    keys = Keys(_suite_yaml(path), str(path))
     name = keys.take("name", str, default=path.parent.name)
     bases = keys.take("_bases", list, default=[])  # the suites it extends: their local copies serve it too
     description = keys.take("description", str, default="")
     origin = keys.take("source", str, default="")
-    data = _Keys(keys.take("data", dict, required=True), f"{path}: data")
+    data = Keys(keys.take("data", dict, required=True), f"{path}: data")
     data_format = data.take("format", str, default="parquet")
     data_path = data.take("path", str, required=True)
     subset = data.take("subset", str)
@@ -385,7 +411,7 @@ def load_suite_spec(name_or_path: str) -> SuiteSpec:
     data.finish()
     if data_format not in ("parquet", "disk", "hub"):
         raise ConfigError(f"{path}: data: format must be parquet, disk or hub, not '{data_format}'")
-    cols = _Keys(keys.take("columns", dict, required=True), f"{path}: columns")
+    cols = Keys(keys.take("columns", dict, required=True), f"{path}: columns")
     columns = ColumnMap(
         id=cols.take("id", str), image=cols.take("image", str, required=True),
         prompt=cols.take("prompt", str), references=cols.take("references", str),
@@ -396,7 +422,7 @@ def load_suite_spec(name_or_path: str) -> SuiteSpec:
     template = keys.take("prompt_template", str, default="{prompt}")
     if "{prompt}" not in template:
         raise ConfigError(f"{path}: prompt_template must contain {{prompt}}")
-    p = _Keys(keys.take("prompt", dict, default={}), f"{path}: prompt")
+    p = Keys(keys.take("prompt", dict, default={}), f"{path}: prompt")
     prompt = PromptSpec(pre=p.take("pre", str, default=""), post=p.take("post", str, default=""),
                         text=p.take("text", str), capitalize=p.take("capitalize", bool, default=False),
                         strip=p.take("strip", bool, default=False))
@@ -416,7 +442,7 @@ def load_suite_spec(name_or_path: str) -> SuiteSpec:
     for i, rule in enumerate(keys.take("keep", list, default=[])):
         if not isinstance(rule, dict):
             raise ConfigError(f"{path}: keep[{i}] must be a mapping (column, equals / not_matching)")
-        r = _Keys(rule, f"{path}: keep[{i}]")
+        r = Keys(rule, f"{path}: keep[{i}]")
         rule = KeepRule(r.take("column", str, required=True), r.take("equals", str), r.take("not_matching", str))
         r.finish()
         if rule.equals is None and rule.not_matching is None:
@@ -497,9 +523,7 @@ class RunSettings:
     max_requests: int | None = None  # this many requests, cycling the suite (independent of samples)
     max_duration_s: float | None = None  # wall-clock limit of the run: past it, the run stops as interrupted
 
-    def load(self):
-        from harness.load import LoadSpec
-
+    def load(self) -> LoadSpec:
         return LoadSpec(concurrency=self.concurrency, request_rate=self.request_rate, burstiness=self.burstiness,
                         duration_s=self.duration_s, max_requests=self.max_requests, seed=self.seed)
 

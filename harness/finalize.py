@@ -22,9 +22,14 @@ from harness.energy.analysis import (
     unavailable,
 )
 from harness.energy.attribute import PhaseWeights
+from harness.energy.meters import read_trace_file
 from harness.energy.protocol_checks import steady_state_flags
+from harness.errors import HarnessError
 from harness.protocol import CacheReset
 from harness.records import RunClock, RunStatus
+from harness.report.render import run_report
+from harness.report.sweep_report import is_sweep, read_index, sweep_point, sweep_report
+from harness.report.text import quality_lines, summary_lines
 from harness.results import LatencySummary, Manifest, Percentiles, Summary, final_attempts, mark_retried
 from harness.scoring.quality import item_table, quality_summary, score_requests
 from harness.store import (
@@ -108,8 +113,8 @@ def assign_segments(manifest: Manifest, requests: pd.DataFrame) -> pd.DataFrame:
 def first_pass_only(manifest: Manifest) -> bool:
     """Passes of `--samples K` that followed one another without a complete cache reset re-sent cached
     prompts: their energy is not what a first-seen suite costs."""
-    log = [entry for segment in manifest.segments for entry in segment.between_passes_log]
-    return bool(log) and not all(CacheReset(entry.get("cache_reset") or {}).complete for entry in log)
+    resets = [reset for segment in manifest.segments for reset in segment.cache_resets]
+    return bool(resets) and not all(CacheReset(reset).complete for reset in resets)
 
 
 def energy_for(manifest: Manifest, requests: pd.DataFrame, power: pd.DataFrame) -> tuple[pd.DataFrame, EnergySummary]:
@@ -136,7 +141,7 @@ def build_summary(manifest: Manifest, requests: pd.DataFrame, energy: EnergySumm
     if energy.available and quality.score_sum:
         energy = replace(energy, j_per_correct_answer=energy.total_j / quality.score_sum)
     final = final_attempts(requests)
-    flags = steady_state_flags(final[final["status"] == "ok"], int(manifest.settings.get("concurrency") or 1))
+    flags = steady_state_flags(final[final["status"] == "ok"], manifest.concurrency)
     if status == RunStatus.INCOMPLETE:
         flags.append(f"incomplete: {manifest.incomplete_cause}")
     repaired = {k: v for seg in manifest.segments for k, v in seg.journal_repaired_bytes.items()}
@@ -175,8 +180,6 @@ def finalize_run(run_dir: Path, power_trace: pd.DataFrame | None = None, status:
 def reanalyze(run_dir: Path, power_trace: Path | None = None) -> Summary:
     """`bench reanalyze`: every energy column again, optionally from an external trace aligned
     with the run's recorded clock offset."""
-    from harness.energy.meters import read_trace_file
-
     trace = None
     if power_trace is not None:
         manifest = read_manifest(run_dir)
@@ -205,3 +208,31 @@ def open_run(run_dir: Path) -> RunData:
         return run
     requests, _, summary = compute(run.manifest, read_requests(run.dir), run.power)
     return replace(run, requests=requests, summary=summary, stale=False)
+
+
+# --- the commands that read a stored run (each returns the lines `bench` prints) -----------------
+
+def reanalyze_command(run_dir: Path, power_trace: Path | None = None) -> list[str]:
+    """`bench reanalyze`."""
+    return summary_lines(reanalyze(run_dir, power_trace), run_dir)
+
+
+def score_command(run_dir: Path) -> list[str]:
+    """`bench score`."""
+    summary = rescore(run_dir)
+    if not summary.quality.scored:
+        raise HarnessError(f"{run_dir}: no request could be scored")
+    return quality_lines(summary)
+
+
+def report_sweep(folder: Path, out: Path | None = None) -> tuple[Path, Path]:
+    """The sweep report of a sweep folder (`RUN_ID-sweep`), from its index and the levels' stored runs."""
+    points = [sweep_point(open_run(level.run_dir), level.name, level.caches) for level in read_index(folder)]
+    return sweep_report(points, out or folder, Path(folder).name.removesuffix("-sweep"))
+
+
+def report_command(run_dir: Path, out: Path | None = None) -> list[str]:
+    """`bench report`: report.md, report.html and plots of a stored run (sweep.md, sweep.html and the
+    level curves of a sweep folder)."""
+    md, page = report_sweep(run_dir, out) if is_sweep(run_dir) else run_report(open_run(run_dir), out)
+    return [f"wrote {md} and {page}"]

@@ -168,7 +168,7 @@ def row_from_run(run: RunData, *, night_id: str | None = None, lane: str = "", h
         gpu_uuid=",".join(g.uuid for g in gpus) or None, gpu_name=",".join(sorted({g.name for g in gpus})) or None,
         driver_version=m.meter.driver_version if m.meter else None, suite_name=m.suite.name, suite_hash=m.suite.hash,
         sampling=json.dumps(m.sampling_sent or {}, sort_keys=True),
-        concurrency=m.settings.get("concurrency"), samples=m.samples,
+        concurrency=m.concurrency, samples=m.samples,
         requests=latency.requests if latency else None, ok=latency.ok if latency else None,
         j_per_request=energy.j_per_request_mean if energy else None, j_per_request_low=j_low,
         j_per_request_high=j_high, j_per_request_se=j_se,

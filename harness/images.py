@@ -13,6 +13,9 @@ from __future__ import annotations
 import io
 import math
 
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
 from harness.errors import SuiteError
 
 SENDABLE = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
@@ -21,9 +24,6 @@ PLAIN_MODES = {"1", "L", "LA", "P", "RGB", "RGBA"}  # decoded by servers (PIL .c
 
 def _to_8bit(img):
     """16/32-bit grey levels to 8 bits by their range (PIL's convert('L') clips at 255)."""
-    import numpy as np
-    from PIL import Image
-
     array = np.asarray(img, dtype=np.float64)
     top = 65535.0 if img.mode.startswith("I;16") or array.max(initial=0) > 255 else 255.0
     return Image.fromarray(np.clip(np.rint(array * 255.0 / top), 0, 255).astype(np.uint8), mode="L")
@@ -31,8 +31,6 @@ def _to_8bit(img):
 
 def prepare_image(raw: bytes, item_id: str, max_pixels: int, large: str) -> tuple[bytes, str, str | None]:
     """The bytes to send, their MIME type, and what was done to them (None: the original)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     try:
         with Image.open(io.BytesIO(raw)) as img:
             fmt, mode, (width, height) = img.format, img.mode, img.size

@@ -2,7 +2,7 @@
 
 `bench` (harness/server.py) starts this file as the leader of a new process group:
 
-    python -I launcher.py --watch-fd R --report-fd W --grace-s S -- CMD ...
+    python -I launcher.py --watch-fd R --report-fd W --grace-s S [--sweep-grace-s G] -- CMD ...
 
 It starts CMD (the vLLM server) as its child, in its own group, so the engine's workers are in it
 too; writes the child's pid to W; then waits. `bench` holds the only write end of the pipe R
@@ -31,7 +31,7 @@ from pathlib import Path
 
 POLL_S = 0.25
 PR_SET_PDEATHSIG = 1
-SWEEP_GRACE_S = 2.0  # for workers orphaned by a server that already exited
+SWEEP_GRACE_S = 2.0  # for workers orphaned by a server that already exited (--sweep-grace-s)
 
 
 def group_members(pgid: int) -> list[int]:
@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--watch-fd", type=int, required=True)
     ap.add_argument("--report-fd", type=int, required=True)
     ap.add_argument("--grace-s", type=float, default=20.0)
+    ap.add_argument("--sweep-grace-s", type=float, default=SWEEP_GRACE_S)
     ap.add_argument("command", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     while True:
         code = child.poll()
         if code is not None:
-            _sweep_others(SWEEP_GRACE_S)
+            _sweep_others(args.sweep_grace_s)
             _exit_like(code)
         readable, _, _ = select.select([args.watch_fd], [], [], POLL_S)
         if readable or os.getppid() != parent:

@@ -1,4 +1,4 @@
-"""Load shapes: when each request is sent and how many may be in flight; sweeps; synthetic images.
+"""Load shapes: when each request is sent and how many may be in flight; sweeps.
 
 Pure and seeded (the same spec gives the same schedule), except `Pacer`, which sleeps until each
 request's send time on the event loop. The run loop plugs in with two calls per work unit:
@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import io
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -89,8 +87,6 @@ def parse_levels(text: str, name: str = "--concurrency") -> tuple[float, ...]:
 
 def sweep_specs(base: LoadSpec, concurrency: tuple[float, ...] = (), rates: tuple[float, ...] = ()) -> list[LoadSpec]:
     """One LoadSpec per level of a sweep (concurrency levels, or request-rate levels), in the given order."""
-    from dataclasses import replace
-
     if concurrency and rates and len(concurrency) > 1 and len(rates) > 1:
         raise ConfigError("sweep either --concurrency or --request-rate, not both")
     if len(concurrency) > 1:
@@ -198,83 +194,3 @@ class LagMonitor:
         t1 = self._t1 if self._t1 is not None else time.monotonic()
         cpu1 = self._cpu1 if self._cpu1 is not None else time.process_time()
         return client_load(self.lags_ns, cpu1 - self._cpu0, t1 - self._t0)
-
-
-# --- synthetic images -------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class SyntheticImages:
-    """Load-test images: `count` distinct images of `width` x `height` in `fmt` (png | jpeg | webp)."""
-
-    count: int
-    width: int = 512
-    height: int = 512
-    fmt: str = "png"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.count < 1 or self.width < 1 or self.height < 1 or self.width * self.height > 64_000_000:
-            raise ConfigError("synthetic images need a count ≥ 1 and a size between 1x1 and 64 megapixels")
-        if self.fmt not in ("png", "jpeg", "webp"):
-            raise ConfigError(f"synthetic image format must be png, jpeg or webp, not '{self.fmt}'")
-
-    @classmethod
-    def parse(cls, text: str, seed: int = 0) -> SyntheticImages:
-        """'COUNT[xWIDTHxHEIGHT][:FORMAT]', e.g. '100x640x480:jpeg'."""
-        size, _, fmt = text.partition(":")
-        try:
-            numbers = [int(v) for v in size.lower().split("x")]
-        except ValueError:
-            raise ConfigError(f"synthetic images: '{text}' is not COUNT[xWIDTHxHEIGHT][:FORMAT]") from None
-        if len(numbers) not in (1, 3):
-            raise ConfigError(f"synthetic images: '{text}' is not COUNT[xWIDTHxHEIGHT][:FORMAT]")
-        return cls(numbers[0], *numbers[1:], fmt=(fmt or "png").lower(), seed=seed)
-
-
-def synthetic_image(spec: SyntheticImages, index: int) -> bytes:
-    """Image `index`: smooth gradients plus per-image noise, so every image (and every tile a server
-    might hash for its multimodal cache) differs, while PNG still compresses like a photo, not like noise."""
-    from PIL import Image
-
-    rng = np.random.default_rng([spec.seed, index])
-    y, x = np.mgrid[0:spec.height, 0:spec.width].astype(np.float32)
-    phase = rng.uniform(0, 2 * np.pi, size=3)
-    base = np.stack([127 + 100 * np.sin(x / (17 + 13 * c) + y / (29 + 7 * c) + phase[c]) for c in range(3)], axis=-1)
-    pixels = np.clip(base + rng.normal(0, 12, size=base.shape), 0, 255).astype(np.uint8)
-    out = io.BytesIO()
-    Image.fromarray(pixels, "RGB").save(out, format=spec.fmt.upper(), **({"quality": 90} if spec.fmt != "png" else {}))
-    return out.getvalue()
-
-
-def synthetic_suite_items(spec: SyntheticImages, prompt: str = "Describe this image in one sentence."):
-    """SuiteItems for a load test (quality is not the point: each item's reference is a placeholder)."""
-    from harness.suite import SuiteItem
-
-    mime = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}[spec.fmt]
-    items = []
-    for i in range(spec.count):
-        data = synthetic_image(spec, i)
-        items.append(SuiteItem(id=f"synthetic-{i:05d}-{hashlib.sha256(data).hexdigest()[:8]}", task="synthetic",
-                               metric="contains", prompt=prompt, references=("",), image_bytes=data, image_mime=mime))
-    return tuple(items)
-
-
-def write_synthetic_suite(folder, spec: SyntheticImages, max_tokens: int = 32) -> int:
-    """A suite folder (suite.yaml + data.parquet) of synthetic images for load tests, loaded like any
-    other suite (`bench run --suite FOLDER`, and `--resume` finds it again). Returns the item count."""
-    from pathlib import Path
-
-    import pandas as pd
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    items = synthetic_suite_items(spec)
-    pd.DataFrame([{"id": i.id, "task": i.task, "metric": i.metric, "question": i.prompt, "answers": list(i.references),
-                   "image": {"bytes": i.image_bytes, "path": None}} for i in items]).to_parquet(folder / "data.parquet")
-    (folder / "suite.yaml").write_text(
-        f"name: synthetic-{spec.count}x{spec.width}x{spec.height}-{spec.fmt}\n"
-        f"description: synthetic load-test images (seed {spec.seed}), distinct pixels per image\n"
-        "data: {format: parquet, path: data.parquet}\n"
-        "columns: {id: id, image: image, prompt: question, references: answers, task: task, metric: metric}\n"
-        f"max_tokens: {max_tokens}\n")
-    return len(items)

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from harness.client import TRANSIENT_STATUSES, ChatClient, RequestBuilder, StreamResult, retry_delay_s
-from harness.config import RunSettings, SuiteSpec, Variant
+from harness.config import RunSettings, SuiteSpec, Variant, wait_s
 from harness.energy.attribute import PhaseWeights
 from harness.energy.meters import PowerMeter
 from harness.load import LagMonitor, Pacer, cycled
@@ -31,7 +31,7 @@ from harness.server import LaunchedServer, ServerHandle, log_tail
 from harness.store import RunStore
 from harness.suite import Suite, SuiteItem
 
-IDLE_AFTER_SETTLE_S = 3.0  # after the last request, before the idle-after window opens
+IDLE_AFTER_SETTLE_S = 3.0  # after the last request, before the idle-after window opens ($BENCH_IDLE_AFTER_SETTLE_S)
 COMMIT_INTERVAL_S = 0.01  # the journal's group commit: records finished within this share one fsync
 POWER_DRAIN_PERIOD_S = 1.0  # power samples go to their journal this often while requests run
 SUPERVISE_PERIOD_S = 0.25  # server, limits and power checked at least this often while requests run
@@ -196,6 +196,7 @@ class WorkLoop:
         self.on_phase = on_phase
         self.max_tokens = max_tokens_for(spec)
         self.timeout_s = timeout_for(spec.settings, self.max_tokens)
+        self.settle_s = wait_s("BENCH_IDLE_AFTER_SETTLE_S", IDLE_AFTER_SETTLE_S)  # read (and checked) up front
         self.finished = self.failed = 0
         self.abort_reason: str | None = None
         # One client per event loop (the segment's asyncio.run); bodies built once, data URLs once per run.
@@ -260,8 +261,8 @@ class WorkLoop:
             if after > 0 and measuring and not self.abort_reason:
                 # A GPU may idle higher after work than before it: measure idle again once it has settled.
                 self.progress.message(f"measuring idle power after the run for {after:.0f} s "
-                                      f"(after {IDLE_AFTER_SETTLE_S:.0f} s to settle)")
-                await asyncio.sleep(IDLE_AFTER_SETTLE_S)
+                                      f"(after {self.settle_s:.0f} s to settle)")
+                await asyncio.sleep(self.settle_s)
                 self._mark(idle_after_window_ns=await self._idle(after))
             self._drain()
 

@@ -13,6 +13,7 @@ Exit code: bit flags, OR-ed -- 0 all good, 1 a gate failed, 2 a run failed, 4 a 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -24,7 +25,11 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from harness.config import PROJECT_ROOT, RunSettings, Sampling, _Keys, _read_yaml, load_suite_spec, load_variant
+import numpy as np
+import pandas as pd
+
+from harness.config import PROJECT_ROOT, Keys, RunSettings, Sampling, load_suite_spec, load_variant, read_yaml
+from harness.energy.meters import visible_gpu_indices
 from harness.errors import ConfigError, HarnessError
 from harness.history import (
     DEFAULT_URL,
@@ -36,7 +41,14 @@ from harness.history import (
     judge,
     row_from_run,
 )
+from harness.progress import for_terminal
 from harness.regression import DetectorSettings
+from harness.report.nightly_report import write_night_report
+from harness.report.trends import history_page, trend_lines
+from harness.runner import RunSpec, execute
+from harness.scoring.gate import gate, paired_items
+from harness.server import log_tail
+from harness.store import load_run
 
 EXIT_GATE_FAILED, EXIT_RUN_FAILED, EXIT_REGRESSION = 1, 2, 4
 ORDERS = ("abba", "rotation")
@@ -99,7 +111,7 @@ def _entry(value, where: str) -> VariantEntry:
         return VariantEntry(label=Path(value).stem, source=value)
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: expected a variant name or a mapping, got {type(value).__name__}")
-    keys = _Keys(value, where)
+    keys = Keys(value, where)
     source = keys.take("variant", str, required=True)
     entry = VariantEntry(label=keys.take("name", str, default=Path(source).stem), source=source,
                          vllm=keys.take("vllm", dict, default={}), env=keys.take("env", dict, default={}),
@@ -112,19 +124,19 @@ def load_night_config(path: Path) -> NightConfig:
     """Validated like variants: every error is one line naming the file and the key."""
     path = Path(path)
     where = str(path)
-    keys = _Keys(_read_yaml(path), where)
+    keys = Keys(read_yaml(path), where)
     baseline = _entry(keys.take("baseline", (str, dict), required=True), f"{where}: baseline")
     raw_candidates = keys.take("candidates", list, required=True)
     candidates = tuple(_entry(c, f"{where}: candidates[{i}]") for i, c in enumerate(raw_candidates))
     concurrency = keys.take("concurrency", (int, list), default=[1])
     concurrency = tuple(concurrency if isinstance(concurrency, list) else [concurrency])
-    cool = _Keys(keys.take("cooldown", dict, default={}), f"{where}: cooldown")
+    cool = Keys(keys.take("cooldown", dict, default={}), f"{where}: cooldown")
     cooldown = Cooldown(within_c=cool.take("within_c", float, default=3.0),
                         max_s=cool.take("max_s", float, default=600.0), poll_s=cool.take("poll_s", float, default=5.0))
     cool.finish()
     gpus = keys.take("gpus", (list, int, str), default=[])
     gpus = tuple(str(g) for g in (gpus if isinstance(gpus, list) else [gpus]))
-    th = _Keys(keys.take("thresholds", dict, default={}), f"{where}: thresholds")
+    th = Keys(keys.take("thresholds", dict, default={}), f"{where}: thresholds")
     gate_threshold = th.take("gate", float, default=0.8)
     gate_confidence = th.take("confidence", float, default=0.95)
     defaults = DetectorSettings()
@@ -210,10 +222,8 @@ def run_order(labels: list[str], repeats: int, order: str, lane: int = 0, seed: 
 def gpu_temperature_probe(gpu: str | None):
     """A function returning the lane's GPU temperature in °C (None once NVML stops answering), or
     None where there is no NVML or no such GPU: then there is nothing to cool down for."""
-    from harness.energy.meters import visible_gpu_indices
-
     try:
-        import pynvml
+        import pynvml  # looked up when called: a missing binding means no probe, and tests stand one in
     except ImportError:
         return None
     ident = gpu if gpu is not None else visible_gpu_indices(1)[0]  # the GPU the meter will read
@@ -283,9 +293,7 @@ class _Quiet:
         pass
 
 
-def _spec(config: NightConfig, entry: VariantEntry, gpu: str | None, settings: RunSettings):
-    from harness.runner import RunSpec
-
+def _spec(config: NightConfig, entry: VariantEntry, gpu: str | None, settings: RunSettings) -> RunSpec:
     variant = load_variant(entry.source)
     env = {**variant.env, **{k: str(v) for k, v in entry.env.items()}}
     if gpu is not None:
@@ -299,9 +307,6 @@ def _spec(config: NightConfig, entry: VariantEntry, gpu: str | None, settings: R
 def _execute_one(config: NightConfig, entry: VariantEntry, gpu: str | None, concurrency: int, run_id: str,
                  night_dir: Path, progress) -> tuple[bool, str | None, str | None]:
     """Run one variant; (ok, error, server log tail). Every harness failure is recorded, not raised."""
-    from harness.runner import execute
-    from harness.server import log_tail
-
     try:
         execute(_spec(config, entry, gpu, _settings(config, run_id, night_dir, concurrency)), progress)
         return True, None, None
@@ -424,8 +429,6 @@ def _git_describe() -> str | None:
 
 
 def _rows(outcomes: list[RunOutcome], night_id: str) -> list[RunRow]:
-    from harness.store import load_run
-
     git = _git_describe()
     rows = []
     for o in outcomes:
@@ -443,11 +446,6 @@ def _rows(outcomes: list[RunOutcome], night_id: str) -> list[RunRow]:
 
 def _gates(config: NightConfig, outcomes: list[RunOutcome]) -> list[dict]:
     """Each candidate vs the baseline, per lane and concurrency, over the pooled repeats."""
-    import pandas as pd
-
-    from harness.scoring.gate import gate, paired_items
-    from harness.store import load_run
-
     def pooled(label, lane, conc):
         frames = [load_run(Path(o.run_dir)).requests for o in outcomes
                   if o.ok and o.label == label and o.lane == lane and o.concurrency == conc]
@@ -476,8 +474,6 @@ def _gates(config: NightConfig, outcomes: list[RunOutcome]) -> list[dict]:
 
 def _comparison(config: NightConfig, rows: list[RunRow]) -> tuple[list[dict], list[dict]]:
     """J/request and quality of every variant vs the baseline within each GPU; card-to-card spread."""
-    import numpy as np
-
     def mean_of(label, lane, conc, column):
         values = [getattr(r, column) for r in rows if r.variant == label and r.lane == lane
                   and r.concurrency == conc and r.status == "complete" and getattr(r, column) is not None]
@@ -524,8 +520,6 @@ def run_night(config: NightConfig, progress, night_id: str | None = None) -> Nig
 def conclude(config: NightConfig, night_id: str, outcomes: list[RunOutcome] | None = None) -> NightResult:
     """Gates, comparison, changes and the report of a night whose runs are on disk and in the history.
     Without `outcomes`, they are read back from the night's night.json (`bench nightly --report-only`)."""
-    from harness.report.nightly_report import write_night_report
-
     night_dir = config.results_dir / night_id
     if outcomes is None:
         try:
@@ -551,10 +545,49 @@ def conclude(config: NightConfig, night_id: str, outcomes: list[RunOutcome] | No
     return result
 
 
+# -- the commands (each returns the lines `bench` prints, and its exit code) -----------------------------------
+
+def night_command(config_path: Path, night_id: str | None = None, report_only: bool = False) -> tuple[list[str], int]:
+    """`bench nightly`: the night (or, with `report_only`, its verdicts and report again)."""
+    config = load_night_config(config_path)
+    if report_only and not night_id:
+        raise ConfigError("--report-only needs --night-id")
+    result = conclude(config, night_id) if report_only else run_night(config, for_terminal(), night_id=night_id)
+    return [*(alarm.describe() for alarm in result.alarms),
+            f"night {result.night_id}: {sum(o.ok for o in result.outcomes)}/{len(result.outcomes)} runs ok; "
+            f"report {result.report[1]}; exit {result.exit_code}"], result.exit_code
+
+
+def history_location(db: str | None) -> str:
+    """The history database `bench history` uses: --db, else $BENCH_HISTORY, else results/history.sqlite."""
+    return db or os.environ.get("BENCH_HISTORY") or "results/history.sqlite"
+
+
+def history_command(db: str, *, variant: str | None = None, metric: str = "j_per_request", since: str | None = None,
+                    html_out: Path | None = None, check: bool = False) -> tuple[list[str], int]:
+    """`bench history`: the trend table and the alarms; exit 4 with `check` when a regression is flagged."""
+    if metric not in METRICS:
+        raise ConfigError(f"--metric: known metrics are {', '.join(METRICS)}")
+    with History(db, create=False) as history:
+        rows = history.rows(variant=variant, since=since)
+    alarms = judge(rows, [metric])
+    lines = [*trend_lines(rows, metric), *(alarm.describe() for alarm in alarms)]
+    if html_out is not None:
+        md, page = history_page(rows, [metric], alarms, html_out)
+        lines.append(f"wrote {md} and {page}")
+    return lines, EXIT_REGRESSION if check and any(a.change.worse for a in alarms) else 0
+
+
+def history_import_command(db: str, run_dirs: list[Path], night_id: str | None = None) -> list[str]:
+    """`bench history import`: add run folders to the history (a run already there is replaced)."""
+    rows = [row_from_run(load_run(d), night_id=night_id) for d in run_dirs]
+    with History(db) as history:
+        history.add(rows)
+    return [f"imported {len(rows)} run(s) into {db}"]
+
+
 def main(argv: list[str] | None = None) -> int:
     """A lane's child process: run the lane, write its outcomes as JSON."""
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m harness.nightly")
     parser.add_argument("config", type=Path)
     parser.add_argument("--lane", type=int, required=True)

@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+from PIL import Image
 
 from harness.suite import SuiteItem
 
@@ -56,8 +57,6 @@ def noise_twin(item: SuiteItem, seed: int) -> SuiteItem:
 
     Same prompt and image-token count, so the warm-up compiles and captures what the measured
     requests will use; pixels no cache has seen, so no measured request hits a warm-up's cache entry."""
-    from PIL import Image
-
     with Image.open(io.BytesIO(item.image_bytes)) as image:
         size, mode, fmt = image.size, image.mode, (image.format or "PNG")
     rng = np.random.default_rng(seed)

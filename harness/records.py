@@ -119,6 +119,21 @@ class GpuInfo:
 
 
 @dataclass(frozen=True)
+class ProcessIdentity:
+    """How a launched server's processes are found again (server.stop_leftover), and never another
+    process mistaken for them: PIDs are reused, so the group is recognised by a random token in its
+    environment, on this boot of this machine only."""
+
+    pgid: int  # the launcher leads the group
+    launcher_pid: int
+    token: str
+    server_pid: int | None = None
+    launcher_start_ticks: int | None = None
+    boot_id: str | None = None
+    host: str | None = None
+
+
+@dataclass(frozen=True)
 class MeterInfo:
     """How energy was measured; stored in the manifest so a reviewer can judge the numbers."""
 

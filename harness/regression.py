@@ -109,7 +109,7 @@ def noise_sigma(values: Sequence[float], ses: Sequence[float | None]) -> float:
 
 def change_points(standardised: np.ndarray, penalty: float, min_size: int) -> list[int]:
     """Indices where a new segment starts (PELT, l2 cost, every position a candidate)."""
-    import ruptures
+    import ruptures  # pulls in scipy (seconds): only when a night is judged
 
     if len(standardised) < 2 * min_size:
         return []

@@ -8,16 +8,20 @@ list per block). `from_json` migrates older versions; a newer version is refused
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from harness.config import RunSettings, Sampling
 from harness.energy.analysis import EnergySummary
-from harness.records import SCHEMA_VERSION, GpuInfo, MeterInfo, RequestRecord, RunStatus
+from harness.energy.protocol_checks import CacheSplit
+from harness.records import SCHEMA_VERSION, GpuInfo, MeterInfo, ProcessIdentity, RequestRecord, RunStatus
 
 
 def jsonable(value: Any) -> Any:
@@ -47,6 +51,11 @@ def _window(value) -> tuple[int, int] | None:
 
 
 # manifest ------------------------------------------------------------------------------------
+def settings_json(settings: RunSettings) -> dict:
+    """RunSettings as the manifest keeps them (`settings`; `sampling` apart), read back by `Manifest.run_settings`."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items() if k != "sampling"}
+
+
 @dataclass(frozen=True)
 class SuiteInfo:
     name: str
@@ -80,11 +89,25 @@ class ServerInfo:
     env_overrides: dict = field(default_factory=dict)
     vllm_version: str | None = None
     pid: int | None = None
-    process: dict = field(default_factory=dict)  # launcher/group/token of a launched server (server.stop_leftover)
+    process: ProcessIdentity | None = None  # launcher/group/token of a launched server (server.stop_leftover)
 
     @classmethod
     def from_json(cls, data: dict) -> ServerInfo:
-        return cls(**_pick(cls, data))
+        # {} or null where the server was attached; without its token a group can never be told ours
+        process = data.get("process") or {}
+        usable = process.get("token") and all(process.get(k) is not None for k in ("pgid", "launcher_pid"))
+        return cls(**{**_pick(cls, data), "process": ProcessIdentity(**_pick(ProcessIdentity, process))
+                      if usable else None})
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """The machine that ran the load generator (runner.host_facts)."""
+
+    platform: str | None = None
+    python: str | None = None
+    cpu: str | None = None
+    cpu_count: int | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +149,11 @@ class Segment:
     journal_repaired_bytes: dict = field(default_factory=dict)  # file → torn bytes dropped on open
     client_load: dict | None = None  # the load generator's own event-loop lag and CPU (harness.load.ClientLoad)
 
+    @property
+    def cache_resets(self) -> tuple[dict, ...]:
+        """What each cache reset between passes reported ({route: ok}), in order."""
+        return tuple(entry.get("cache_reset") or {} for entry in self.between_passes_log)
+
     @classmethod
     def from_json(cls, data: dict, index: int) -> Segment:
         data = {**_pick(cls, data), "index": data.get("index", index)}
@@ -146,7 +174,7 @@ class Manifest:
     suite: SuiteInfo
     harness_version: str = "?"
     created_wall_s: float = 0.0
-    host: dict = field(default_factory=dict)
+    host: HostInfo = field(default_factory=HostInfo)
     sampling: dict = field(default_factory=dict)  # the Sampling settings
     sampling_sent: dict = field(default_factory=dict)  # what the request bodies carried
     settings: dict = field(default_factory=dict)  # RunSettings of the first segment
@@ -166,6 +194,19 @@ class Manifest:
     @property
     def samples(self) -> int:
         return int(self.settings.get("samples") or 1)
+
+    @property
+    def concurrency(self) -> int:
+        """Requests in flight (the first segment's setting; a resume keeps it)."""
+        return int(self.settings.get("concurrency") or 1)
+
+    def run_settings(self) -> RunSettings:
+        """The run's settings as it started them (what `--resume` keeps), validated again."""
+        known = set(RunSettings.__dataclass_fields__)
+        saved = {k: v for k, v in self.settings.items() if k in known}
+        for key in ("results_dir", "power_trace"):
+            saved[key] = Path(saved[key]) if saved.get(key) else None
+        return RunSettings(**{**saved, "sampling": Sampling(**self.sampling)})
 
     @property
     def first_clock_offset_ns(self) -> int | None:
@@ -189,6 +230,7 @@ class Manifest:
         data = dict(data)
         data["status"] = RunStatus(data.get("status", "running"))
         data["suite"] = SuiteInfo(**_pick(SuiteInfo, data.get("suite")))
+        data["host"] = HostInfo(**_pick(HostInfo, data.get("host")))
         data["segments"] = tuple(Segment.from_json(s, i) for i, s in enumerate(data.get("segments") or []))
         if data.get("variant"):
             data["variant"] = VariantInfo(**_pick(VariantInfo, data["variant"]))
@@ -277,6 +319,7 @@ class Summary:
     def from_json(cls, data: dict) -> Summary:
         energy = _pick(EnergySummary, data.get("energy") or {"available": False})
         energy.setdefault("available", False)
+        energy["cache"] = CacheSplit(**_pick(CacheSplit, energy["cache"])) if energy.get("cache") else None
         energy["flags"] = list(energy.get("flags") or [])
         flags = list(data.get("flags") or [])
         if data.get("schema_version", 1) < 2:  # v1 stored the energy flags in both lists
@@ -286,6 +329,86 @@ class Summary:
                    latency=LatencySummary.from_json(data.get("latency") or {}),
                    energy=EnergySummary(**energy), quality=QualitySummary(**_pick(QualitySummary, data.get("quality"))),
                    flags=tuple(flags))
+
+
+# competition replay --------------------------------------------------------------------------
+J_PER_WH = 3600.0
+
+
+@dataclass(frozen=True)
+class PassTotals:
+    """One pass (cold or warm) of a competition replay: its run's suite totals."""
+
+    run: str
+    requests: int
+    ok: int
+    duration_s: float
+    total_j: float | None
+    above_idle_j: float | None = None
+    j_per_request_mean: float | None = None
+    unavailable_reason: str | None = None
+    flags: tuple[str, ...] = ()
+
+    @property
+    def total_wh(self) -> float | None:
+        return self.total_j / J_PER_WH if self.total_j is not None else None
+
+    @classmethod
+    def of(cls, run: str, summary: Summary) -> PassTotals:
+        energy, latency = summary.energy, summary.latency
+        return cls(run=run, requests=latency.requests, ok=latency.ok, duration_s=latency.duration_s,
+                   total_j=energy.total_j, above_idle_j=energy.above_idle_j,
+                   j_per_request_mean=energy.j_per_request_mean, unavailable_reason=energy.unavailable_reason,
+                   flags=tuple(summary.all_flags))
+
+    def to_json(self) -> dict:
+        return jsonable({**asdict(self), "total_wh": self.total_wh})
+
+    @classmethod
+    def from_json(cls, data: dict) -> PassTotals:
+        return cls(**{**_pick(cls, data), "flags": tuple(data.get("flags") or ())})
+
+
+@dataclass(frozen=True)
+class CompetitionResult:
+    """competition.json: both passes of a replay over one server start, and their difference."""
+
+    variant: str
+    suite: str
+    concurrency: int
+    cold: PassTotals
+    warm: PassTotals
+    server_command: list | None = None
+    server_env_overrides: dict = field(default_factory=dict)
+    cache_reset_between_passes: dict = field(default_factory=dict)
+    protocol: str = "competition"
+
+    @property
+    def cold_minus_warm_j(self) -> float | None:
+        both = self.cold.total_j is not None and self.warm.total_j is not None
+        return self.cold.total_j - self.warm.total_j if both else None
+
+    @property
+    def cold_over_warm(self) -> float | None:
+        both = self.cold.total_j is not None and self.warm.total_j  # (a warm total of 0 J has no ratio)
+        return self.cold.total_j / self.warm.total_j if both else None
+
+    def to_json(self) -> dict:
+        data = {"protocol": self.protocol, "variant": self.variant, "suite": self.suite,
+                "concurrency": self.concurrency, "server_command": self.server_command,
+                "server_env_overrides": self.server_env_overrides,
+                "cache_reset_between_passes": self.cache_reset_between_passes,
+                "cold": self.cold.to_json(), "warm": self.warm.to_json()}
+        if self.cold_minus_warm_j is not None:
+            data["cold_minus_warm_j"] = self.cold_minus_warm_j
+        if self.cold_over_warm is not None:
+            data["cold_over_warm"] = self.cold_over_warm
+        return jsonable(data)
+
+    @classmethod
+    def from_json(cls, data: dict) -> CompetitionResult:
+        return cls(**{**_pick(cls, data), "cold": PassTotals.from_json(data["cold"]),
+                      "warm": PassTotals.from_json(data["warm"])})
 
 
 # request rows --------------------------------------------------------------------------------
@@ -319,8 +442,6 @@ def _as_text(value) -> tuple[str | None, str | None]:
         return None, None
     note = None
     if not isinstance(value, str):
-        import json
-
         value, note = json.dumps(value, default=str), f"non-string {type(value).__name__} stored as JSON text"
     try:
         value.encode("utf-8")

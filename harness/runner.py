@@ -21,7 +21,13 @@ from pathlib import Path
 
 import harness
 from harness.client import build_request
-from harness.config import PROJECT_ROOT, RunSettings, Variant, default_models_dir
+from harness.config import (
+    PROJECT_ROOT,
+    Variant,
+    default_models_dir,
+    load_suite_spec,
+    load_variant,
+)
 from harness.energy.attribute import PhaseWeights
 from harness.energy.meters import PowerMeter, open_meter
 from harness.errors import ConfigError, HarnessError, ResultsError, RunAborted, ServerError
@@ -37,7 +43,7 @@ from harness.loop import (
 from harness.progress import Progress
 from harness.protocol import reset_caches
 from harness.records import EnergyMode, RunClock, RunStatus
-from harness.results import Manifest, Segment, ServerInfo, SuiteInfo, VariantInfo
+from harness.results import HostInfo, Manifest, Segment, ServerInfo, SuiteInfo, VariantInfo, settings_json
 from harness.server import LaunchedServer, ServerHandle, attach, log_tail, stop_leftover
 from harness.store import RunStore, is_disk_full, read_manifest, read_requests
 from harness.suite import Suite, load_suite
@@ -79,13 +85,13 @@ def resolve_model_path(variant: Variant, dummy_weights: bool, progress: Progress
     return str(Path(variant.model).expanduser()) if variant.model.startswith("~") else variant.model, False
 
 
-def host_facts() -> dict:
+def host_facts() -> HostInfo:
     cpuinfo = Path("/proc/cpuinfo")
     lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
     cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
                platform.processor())
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
-            "cpu_count": os.cpu_count()}
+    return HostInfo(platform=platform.platform(), python=platform.python_version(), cpu=cpu,
+                    cpu_count=os.cpu_count())
 
 
 def _describe(variant: Variant, model_path: str | None, dummy: bool, attached: bool = False) -> VariantInfo:
@@ -100,10 +106,6 @@ def _sampling_sent(request: dict) -> dict:
     sent = {k: request[k] for k in ("temperature", "top_p", "max_tokens") if k in request}
     sent.update(request.get("extra_body", {}))
     return sent
-
-
-def _settings_dict(settings: RunSettings) -> dict:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items() if k != "sampling"}
 
 
 def _open_folder(spec: RunSpec, suite: Suite) -> tuple[RunStore, Manifest, set[tuple[str, int]]]:
@@ -129,7 +131,7 @@ def _open_folder(spec: RunSpec, suite: Suite) -> tuple[RunStore, Manifest, set[t
         created_wall_s=time.time(), host=host_facts(),
         suite=SuiteInfo(name=spec.suite.name, source=str(spec.suite.source), hash=suite.content_hash,
                         items=len(suite.items), tasks=suite.task_counts(), limit=s.limit),
-        sampling=asdict(s.sampling), sampling_sent=_sampling_sent(probe_request), settings=_settings_dict(s),
+        sampling=asdict(s.sampling), sampling_sent=_sampling_sent(probe_request), settings=settings_json(s),
         phase_weights=asdict(spec.weights),
     )
     return store, manifest, set()
@@ -186,6 +188,13 @@ def _signals():
             signal.signal(sig, handler)
 
 
+def _server_info(server: ServerHandle) -> ServerInfo:
+    """What the manifest records of the server (a resumed run's `stop_leftover` reads `process` back)."""
+    return ServerInfo(base_url=server.base_url, model=server.model, launched=server.launched,
+                      command=server.command, env_overrides=server.env_overrides, vllm_version=server.vllm_version,
+                      pid=server.pid, process=server.process)
+
+
 def _measure(spec: RunSpec, suite: Suite, journal: _ManifestJournal, segment: Segment, done: set,
              progress: Progress, clock: RunClock, resources: contextlib.ExitStack) -> None:
     s = spec.settings
@@ -193,7 +202,7 @@ def _measure(spec: RunSpec, suite: Suite, journal: _ManifestJournal, segment: Se
     # A second Ctrl-C while cleaning up: stop the server's group at once, leave no orphan.
     resources.callback(lambda: signal.signal(signal.SIGINT, _exit_now(launched)))
     journal.update(variant=journal.manifest.variant or variant_block,
-                   server=ServerInfo.from_json(server.manifest_block()))
+                   server=_server_info(server))
     if launched is not None:
         resources.callback(lambda: journal.update(server_log_tail=log_tail(launched.log_path)))
     meter = open_meter(s.energy, tensor_parallel_size=(spec.variant.tensor_parallel_size if spec.variant else 1),
@@ -255,13 +264,13 @@ def execute(spec: RunSpec, progress: Progress) -> Path:
     clock = RunClock.now()
     with contextlib.ExitStack() as stack:
         stack.callback(store.close)
-        if spec.resume_dir is not None and manifest.server is not None \
-                and (note := stop_leftover(asdict(manifest.server))):
+        if spec.resume_dir is not None and manifest.server is not None and manifest.server.launched \
+                and (note := stop_leftover(manifest.server.process)):
             progress.message(note)  # under the run's lock: no live bench of this run owns that server
         stack.enter_context(_signals())
         journal = _ManifestJournal(store, manifest)
         index = max((seg.index for seg in manifest.segments), default=-1) + 1
-        settings = {k: v for k, v in _settings_dict(s).items() if k in SEGMENT_SETTINGS}
+        settings = {k: v for k, v in settings_json(s).items() if k in SEGMENT_SETTINGS}
         journal.update(status=RunStatus.RUNNING, incomplete_cause=None)
         journal.segment(Segment(index=index, started_wall_s=time.time(),
                                 clock_wall_minus_mono_ns=clock.wall_minus_mono_ns, settings=settings,
@@ -327,19 +336,13 @@ def _exit_now(launched: LaunchedServer | None):
 
 def resume_spec(run_dir: Path, *, base_url: str | None, model: str | None, api_key: str | None) -> RunSpec:
     """The spec of an interrupted run, rebuilt from its manifest, to finish its missing items."""
-    from harness.config import Sampling, load_suite_spec, load_variant
-
     run_dir = Path(run_dir)
     if not (run_dir / "manifest.json").is_file():
         raise ResultsError(f"{run_dir} is not a run folder (no manifest.json)")
     manifest = read_manifest(run_dir)
     if manifest.complete:
         raise ConfigError(f"{run_dir} is already complete; nothing to resume")
-    known = set(RunSettings.__dataclass_fields__)
-    saved = {k: v for k, v in manifest.settings.items() if k in known}
-    for key in ("results_dir", "power_trace"):
-        saved[key] = Path(saved[key]) if saved.get(key) else None
-    settings = RunSettings(**{**saved, "sampling": Sampling(**manifest.sampling)})
+    settings = manifest.run_settings()
     block = manifest.variant
     if base_url is None and block is not None and block.attached:
         raise ConfigError(f"{run_dir} was attached to a server; resume it with --base-url URL")

@@ -28,11 +28,12 @@ from pathlib import Path
 
 import yaml
 
-from harness.config import Variant, default_engine_venv
+from harness.config import Variant, default_engine_venv, wait_s
 from harness.credentials import check_base_url, redact_url
 from harness.errors import ServerError
 from harness.launcher import group_members
 from harness.protocol import INSTRUMENTATION_ENV, INSTRUMENTATION_FLAGS
+from harness.records import ProcessIdentity
 
 LOG_TAIL_LINES = 15
 
@@ -70,13 +71,7 @@ class ServerHandle:
     config_file: str | None = None
     vllm_version: str | None = None
     pid: int | None = None  # the server's main process
-    process: dict = field(default_factory=dict)  # launched: how to find its group again (process_identity)
-
-    def manifest_block(self) -> dict:
-        """What the manifest records of the server (`stop_leftover` reads `process` back)."""
-        return {"base_url": self.base_url, "model": self.model, "launched": self.launched, "command": self.command,
-                "env_overrides": self.env_overrides, "vllm_version": self.vllm_version, "pid": self.pid,
-                "process": self.process}
+    process: ProcessIdentity | None = None  # launched: how to find its group again (stop_leftover)
 
     def alive(self) -> bool:
         try:
@@ -166,6 +161,8 @@ class LaunchedServer:
         self._launcher: subprocess.Popen | None = None
         self.token: str | None = None  # in the environment of every process of the server
         self.handle: ServerHandle | None = None
+        self.health_poll_s = wait_s("BENCH_HEALTH_POLL_S", HEALTH_POLL_S)
+        self.orphan_grace_s = wait_s("BENCH_ORPHAN_GRACE_S", ORPHAN_GRACE_S)
 
     def __enter__(self) -> ServerHandle:
         port = free_port()
@@ -182,7 +179,8 @@ class LaunchedServer:
         watch_r, watch_w = os.pipe()  # non-inheritable: no other child of bench keeps the write end
         report_r, report_w = os.pipe()
         launcher = [sys.executable, "-I", str(Path(__file__).with_name("launcher.py")), "--watch-fd", str(watch_r),
-                    "--report-fd", str(report_w), "--grace-s", str(self.grace_s), "--", *cmd]
+                    "--report-fd", str(report_w), "--grace-s", str(self.grace_s),
+                    "--sweep-grace-s", str(self.orphan_grace_s), "--", *cmd]
         log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen(launcher, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -236,7 +234,7 @@ class LaunchedServer:
                 _, self.handle.vllm_version = probe(root + "/v1", self.variant.served_model_name, None)
                 return
             except (OSError, ValueError, ServerError):
-                time.sleep(1.0)
+                time.sleep(self.health_poll_s)
         raise ServerError(f"the server was not healthy after {self.variant.startup_timeout_s:.0f} s; last lines "
                           f"of {self.log_path}:\n{log_tail(self.log_path)}")
 
@@ -295,7 +293,8 @@ class LaunchedServer:
 # -- a server left behind by an earlier segment of the run -----------------------------------
 
 SERVER_TOKEN_ENV = "ENERGY_HARNESS_SERVER"
-ORPHAN_GRACE_S = 2.0  # in the environment of the launcher, the server and its workers
+ORPHAN_GRACE_S = 2.0  # SIGTERM → SIGKILL for workers whose server is gone ($BENCH_ORPHAN_GRACE_S)
+HEALTH_POLL_S = 1.0  # between health checks while a launched server starts ($BENCH_HEALTH_POLL_S)
 
 
 def _boot_id() -> str | None:
@@ -326,12 +325,10 @@ def _running(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def process_identity(pgid: int, server_pid: int | None, token: str) -> dict:
-    """What the manifest records to find this server again, and never to mistake another process
-    for it: PIDs are reused, so the group is recognised by a random token in its environment,
-    on this boot of this machine only."""
-    return {"pgid": pgid, "launcher_pid": pgid, "server_pid": server_pid, "launcher_start_ticks": _start_ticks(pgid),
-            "boot_id": _boot_id(), "host": socket.gethostname(), "token": token}
+def process_identity(pgid: int, server_pid: int | None, token: str) -> ProcessIdentity:
+    """What the manifest records to find this server again (records.ProcessIdentity)."""
+    return ProcessIdentity(pgid=pgid, launcher_pid=pgid, token=token, server_pid=server_pid,
+                           launcher_start_ticks=_start_ticks(pgid), boot_id=_boot_id(), host=socket.gethostname())
 
 
 def _carries_token(pid: int, token: str) -> bool:
@@ -354,21 +351,20 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def stop_leftover(server_block: dict | None, grace_s: float = 10.0) -> str | None:
-    """Stop the server an earlier segment of this run left running (its `bench` and launcher were
-    killed together, say), before a resumed run starts its own. Returns what was done, None when
-    nothing was left. Raises ServerError when it is there but cannot be stopped.
+def stop_leftover(process: ProcessIdentity | None, grace_s: float = 10.0) -> str | None:
+    """Stop the server an earlier segment of this run launched and left running (its `bench` and
+    launcher were killed together, say), before a resumed run starts its own. Returns what was done,
+    None when nothing was left. Raises ServerError when it is there but cannot be stopped.
     Call it only while holding the run's lock: a live `bench` of the same run owns its server."""
-    process = (server_block or {}).get("process") or {}
-    token = process.get("token")
-    if not (server_block or {}).get("launched") or not isinstance(token, str) or not token:
+    if process is None or not isinstance(process.token, str) or not process.token:
         return None
-    if process.get("boot_id") != _boot_id():
+    if process.boot_id != _boot_id():
         return None  # another machine, or rebooted since: nothing of that server runs here
-    pids = _processes_with_token(token)
+    pids = _processes_with_token(process.token)
     if not pids:
         return None
-    where = f"process group {process.get('pgid')}, pids {' '.join(map(str, pids))}"
+    where = f"process group {process.pgid}, pids {' '.join(map(str, pids))}"
+    orphan_grace_s = wait_s("BENCH_ORPHAN_GRACE_S", ORPHAN_GRACE_S)
     deadline, sig = time.monotonic() + grace_s, signal.SIGTERM
     left = pids
     while left:
@@ -382,8 +378,8 @@ def stop_leftover(server_block: dict | None, grace_s: float = 10.0) -> str | Non
                                   f"cannot be stopped by this user; stop it, then resume") from None
         time.sleep(0.1)
         left = [pid for pid in left if _alive(pid)]
-        if process.get("server_pid") not in left:  # what is left are orphaned workers: no long grace
-            deadline = min(deadline, time.monotonic() + ORPHAN_GRACE_S)
+        if process.server_pid not in left:  # what is left are orphaned workers: no long grace
+            deadline = min(deadline, time.monotonic() + orphan_grace_s)
         if left and time.monotonic() > deadline:
             if sig == signal.SIGKILL:
                 raise ServerError(f"the server of this run's earlier segment is still running ({where}) after "

@@ -31,7 +31,7 @@ import pandas as pd
 
 from harness.errors import ResultsError
 from harness.records import SCHEMA_VERSION, PowerSample, RequestRecord
-from harness.results import Manifest, Summary, conform, jsonable, mark_retried, request_frame
+from harness.results import CompetitionResult, Manifest, Summary, conform, jsonable, mark_retried, request_frame
 
 POWER_FIELDS = ["t_ns", "gpu", "power_w", "energy_mj", "temperature_c", "sm_clock_mhz", "throttle_reasons"]
 MIN_FREE_BYTES = 200 * 1024 * 1024
@@ -272,6 +272,20 @@ def read_summary(run_dir: Path) -> Summary | None:
         return Summary.from_json(read_json(path))
     except (ResultsError, TypeError, ValueError):
         return None
+
+
+COMPETITION_FILE = "competition.json"
+
+
+def write_competition(folder: Path, result: CompetitionResult) -> None:
+    write_json(folder / COMPETITION_FILE, result.to_json())
+
+
+def read_competition(folder: Path) -> CompetitionResult:
+    try:
+        return CompetitionResult.from_json(read_json(folder / COMPETITION_FILE))
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ResultsError(f"{folder / COMPETITION_FILE} is malformed ({exc})") from None
 
 
 def write_tables(run_dir: Path, requests: pd.DataFrame, power: pd.DataFrame | None,

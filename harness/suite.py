@@ -17,6 +17,7 @@ Images: see `harness/images.py` (sent as their original bytes when servers decod
 from __future__ import annotations
 
 import ast
+import bisect
 import contextlib
 import hashlib
 import json
@@ -27,6 +28,10 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
 
 from harness.config import SuiteSpec, local_copy_variable
 from harness.errors import SuiteError
@@ -92,8 +97,6 @@ class _Table(Protocol):
 @contextlib.contextmanager
 def _reading(paths: list[Path]):
     """pyarrow's errors (a truncated shard, shards with different columns) as one-line SuiteErrors."""
-    import pyarrow as pa
-
     try:
         yield
     except (pa.ArrowException, OSError, KeyError) as exc:
@@ -106,8 +109,6 @@ class _ArrowTable:
     row groups that hold them only (a 200-item draw from VQAv2 does not read its 7 GB)."""
 
     def __init__(self, files: list[Path]):
-        import pyarrow.parquet as pq
-
         self.paths = files
         with _reading(files):
             self.files = [pq.ParquetFile(str(f)) for f in files]
@@ -129,8 +130,6 @@ class _ArrowTable:
             return self._rows(indices)
 
     def _rows(self, indices: list[int]) -> list[dict]:
-        import bisect
-
         starts = [g[2] for g in self.groups]
         wanted: dict[int, list[int]] = defaultdict(list)
         for i in indices:
@@ -147,7 +146,7 @@ class _HfTable:
     """A `save_to_disk` folder, memory-mapped by `datasets`; Image columns keep their bytes."""
 
     def __init__(self, ds):
-        from datasets import Image as ImageFeature
+        from datasets import Image as ImageFeature  # `datasets` takes seconds to import: only for save_to_disk folders
 
         for name, feature in ds.features.items():
             if isinstance(feature, ImageFeature):
@@ -164,7 +163,7 @@ class _HfTable:
 
 
 def _read_disk(path: Path, spec: SuiteSpec) -> _Table:
-    import datasets
+    import datasets  # takes seconds to import: only for save_to_disk folders
 
     datasets.disable_progress_bars()
     loaded = datasets.load_from_disk(str(path))
@@ -177,8 +176,6 @@ def _read_disk(path: Path, spec: SuiteSpec) -> _Table:
 
 def _card_patterns(card: Path, subset: str | None, split: str) -> list[str]:
     """The data files of (subset, split) as the dataset card's `configs:` block declares them."""
-    import yaml
-
     try:
         text = card.read_text(encoding="utf-8")
         header = yaml.safe_load(text.split("---")[1]) if text.startswith("---") else None
@@ -232,7 +229,7 @@ def _snapshot_in_cache(cache: Path, repo: str) -> Path | None:
 def _hub_snapshot(spec: SuiteSpec) -> Path:
     """Download (or, offline, find) the suite's split in the harness's own Hub cache."""
     cache = datasets_cache_dir()
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import snapshot_download  # slow to import: only for Hub suites
 
     offline = _offline()
     try:

@@ -7,7 +7,8 @@ measures first-seen prompts on a warm server, as `benchmarks/gpu/measure.py` doe
 variant is started once, here, and each level attaches to it (its manifest records the variant).
 
 The sweep ends with `RUN_ID-sweep/`: `sweep.json` (the levels and their run folders) and the sweep
-report (`sweep.md`, `sweep.html`: harness.report.sweep_report), rebuilt by `bench report RUN_ID-sweep`."""
+report (`sweep.md`, `sweep.html`: harness.report.sweep_report, through finalize.report_sweep), rebuilt
+by `bench report RUN_ID-sweep`."""
 
 from __future__ import annotations
 
@@ -15,12 +16,12 @@ import contextlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from harness.finalize import open_run
+from harness.finalize import open_run, report_sweep
 from harness.load import LoadSpec, level_name
 from harness.loop import RunSpec
 from harness.progress import Progress
 from harness.protocol import CacheReset, reset_caches
-from harness.report.sweep_report import SweepLevel, read_index, sweep_point, sweep_report, write_index
+from harness.report.sweep_report import SweepLevel, write_index
 from harness.runner import execute, resolve_model_path
 from harness.server import LaunchedServer
 
@@ -75,13 +76,6 @@ def run_sweep(spec: RunSpec, levels: list[LoadSpec], progress: Progress) -> list
             write_index(sweep_folder(spec), [SweepLevel(r.name, r.run_dir, r.caches) for r in rows])
     report_sweep(sweep_folder(spec))
     return rows
-
-
-def report_sweep(folder: Path, out: Path | None = None) -> tuple[Path, Path]:
-    """The sweep report of a sweep folder, from its index and the levels' stored runs."""
-    levels = read_index(folder)
-    points = [sweep_point(open_run(lv.run_dir), lv.name, lv.caches) for lv in levels]
-    return sweep_report(points, out or folder, Path(folder).name.removesuffix("-sweep"))
 
 
 def sweep_lines(rows: list[Level]) -> list[str]:

@@ -14,6 +14,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The harness's fixed waits, short: what the tests check is the order of events (a settle happens,
+# orphaned workers get SIGTERM then SIGKILL, start-up is polled), not how long real hardware needs.
+# Set in the environment, so the `bench` subprocesses the tests start inherit them too.
+for _name, _seconds in (("BENCH_IDLE_AFTER_SETTLE_S", "0.2"), ("BENCH_ORPHAN_GRACE_S", "0.5"),
+                        ("BENCH_HEALTH_POLL_S", "0.25")):
+    os.environ.setdefault(_name, _seconds)
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 H200_RUNS = FIXTURES / "h200-20261127"
 
@@ -85,3 +92,13 @@ def write_trace(path, start_s, seconds, power_w=100.0):
     t = np.arange(start_s, start_s + seconds, 0.05)
     pd.DataFrame({"time_s": t, "power_w": power_w, "energy_mj": (t - start_s) * power_w * 1000.0}).to_csv(
         path, index=False)
+
+
+def pytest_collection_modifyitems(config, items):
+    """With pytest-xdist (`-n 2 --dist loadgroup`), every `engine` test runs on one worker, one after
+    another: never two vLLM CPU engines (~4 GB each) at once."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        if item.get_closest_marker("engine"):
+            item.add_marker(pytest.mark.xdist_group("engine"))

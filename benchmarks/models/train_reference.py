@@ -451,7 +451,7 @@ def write_card(out: Path, record: dict, runs: list[Path], note: str = "") -> Non
         host = manifest.get("host", {})
         lines += [f"`bench run --variant reference` on the default suite ({quality['items']} items, "
                   f"{quality['scored']} answers, vLLM {manifest.get('server', {}).get('vllm_version')}, "
-                  f"{host.get('cpu_model') or host.get('machine') or 'CPU'}), run `{run.name}`:", "",
+                  f"{host.get('cpu') or 'CPU'}), run `{run.name}`:", "",
                   "| task | metric | score |", "|---|---|---|"]
         for task, score in sorted(quality["by_task"].items()):
             lines.append(f"| {task} | {quality['metric_by_task'][task]} | {score:.3f} |")

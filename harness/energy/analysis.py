@@ -17,7 +17,7 @@ from harness.energy.integrate import (
     energy_between,
     mean_sample_rate_hz,
 )
-from harness.energy.protocol_checks import cache_hit_mask, cache_split, idle_drift_flags, stall_flags
+from harness.energy.protocol_checks import CacheSplit, cache_hit_mask, cache_split, idle_drift_flags, stall_flags
 
 # NVML clock-event ("throttle") reasons that mean the GPU was held back by power or heat.
 # Idle, application clocks, sync boost and display clock are benign and ignored.
@@ -78,7 +78,7 @@ class EnergySummary:
     # tokens (cache hits are reported apart in `cache`); "first pass" when it did not and --samples K re-sent
     # the items without a cache reset between passes; else "all" (harness.energy.protocol_checks).
     headline_requests: str = "all"
-    cache: dict = field(default_factory=dict)
+    cache: CacheSplit | None = None  # None: not analysed (no energy)
     prefill_share: float | None = None
     sensor_period_s: float | None = None
     sample_rate_hz: float | None = None
@@ -228,7 +228,7 @@ def analyse(samples: pd.DataFrame, requests: pd.DataFrame, *, idle: EnergyWindow
         j_per_output_token=float(ok["energy_j"].sum()) / total_tokens if total_tokens else None,
         above_idle_j_per_request_mean=(float(headline["energy_above_idle_j"].mean())
                                        if above is not None and len(headline) else None),
-        headline_requests=headline_requests, cache=cache_split(ok).to_dict(),
+        headline_requests=headline_requests, cache=cache_split(ok),
         prefill_share=float(att.prefill_j.sum() / att.request_j.sum()) if att.request_j.sum() > 0 else None,
         sensor_period_s=sensor_period, sample_rate_hz=mean_sample_rate_hz(samples["t_ns"].to_numpy()),
         gap_excluded_s=sum(g.duration_s for g in gaps),

@@ -5,23 +5,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from harness.energy.analysis import clean_power, curve_from_samples  # noqa: E402
+from harness.energy.analysis import clean_power, curve_from_samples
 
 MAX_POINTS = 20_000  # power points drawn; longer traces are averaged into bins first
 DPI = 110
 
 
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, loaded when the first figure is drawn: it costs about
+    0.3 s of CPU, which the commands that draw nothing (`bench run`, `bench gate`) need not pay."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -45,7 +52,7 @@ def power_over_time(power: pd.DataFrame, requests: pd.DataFrame, idle_w: float |
         keep = counts > 0
         p = (np.bincount(which, weights=p, minlength=MAX_POINTS)[keep] / counts[keep])
         t = ((bins[:-1] + bins[1:]) / 2)[keep]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 5), sharex=True, height_ratios=[3, 1])
+    fig, (top, bottom) = pyplot().subplots(2, 1, figsize=(9, 5), sharex=True, height_ratios=[3, 1])
     top.plot(t, p, lw=0.8, color="#1f5fa8", label="GPU power")
     if idle_w is not None:
         top.axhline(idle_w, color="#888", ls="--", lw=1, label=f"idle {idle_w:.0f} W")
@@ -64,7 +71,7 @@ def energy_by_task(requests: pd.DataFrame, path: Path) -> Path | None:
     if ok.empty:
         return None
     tasks = sorted(ok["task"].unique())
-    fig, ax = plt.subplots(figsize=(9, 3.6))
+    fig, ax = pyplot().subplots(figsize=(9, 3.6))
     ax.boxplot([ok.loc[ok["task"] == t, "energy_j"] for t in tasks], showfliers=False)
     ax.set_xticks(range(1, len(tasks) + 1), tasks)
     ax.set_ylabel("energy per request (J)")
@@ -76,7 +83,7 @@ def latency_cdfs(requests: pd.DataFrame, path: Path) -> Path | None:
     ok = requests[requests["status"] == "ok"]
     if ok.empty:
         return None
-    fig, ax = plt.subplots(figsize=(9, 3.6))
+    fig, ax = pyplot().subplots(figsize=(9, 3.6))
     for column, label in (("ttft_s", "time to first token"), ("e2e_s", "end-to-end")):
         values = np.sort(ok[column].dropna().to_numpy(float))
         if len(values):
@@ -93,7 +100,7 @@ def phase_energy(requests: pd.DataFrame, path: Path) -> Path | None:
     if ok.empty:
         return None
     by_task = ok.groupby("task")[["prefill_energy_j", "decode_energy_j"]].mean()
-    fig, ax = plt.subplots(figsize=(9, 3.6))
+    fig, ax = pyplot().subplots(figsize=(9, 3.6))
     ax.bar(by_task.index, by_task["prefill_energy_j"], label="prefill", color="#7a4fb0")
     ax.bar(by_task.index, by_task["decode_energy_j"], bottom=by_task["prefill_energy_j"], label="decode",
            color="#3d9a5b")
@@ -105,7 +112,7 @@ def phase_energy(requests: pd.DataFrame, path: Path) -> Path | None:
 
 def energy_vs_quality(points: list[dict], threshold_quality: float | None, path: Path, threshold: float = 0.8) -> Path:
     """One point per run: x J/request, y quality, with the quality interval as error bars."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = pyplot().subplots(figsize=(7, 4.5))
     for point in points:
         x, y = point["j_per_request"], point["quality"]
         if x is None or y is None:
@@ -141,7 +148,7 @@ def level_curves(x: list[float], curves: list[tuple[str, list, list | None, list
     drawn = [(label, y, lo, hi) for label, y, lo, hi in curves if any(v is not None for v in y)]
     if not x or not drawn:
         return None
-    fig, ax = plt.subplots(figsize=(7.5, 4))
+    fig, ax = pyplot().subplots(figsize=(7.5, 4))
     for label, y, lo, hi in drawn:
         xs = [xv for xv, yv in zip(x, y, strict=True) if yv is not None]
         ys = [yv for yv in y if yv is not None]
@@ -165,7 +172,7 @@ def latency_by_level(x: list[float], panels: list[tuple[str, dict[str, list]]], 
     panels = [(name, by_q) for name, by_q in panels if any(v is not None for ys in by_q.values() for v in ys)]
     if not x or not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.8), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(4 * len(panels), 3.8), squeeze=False)
     for ax, (name, by_q) in zip(axes[0], panels, strict=True):
         for q, ys in by_q.items():
             pts = [(xv, yv * 1e3) for xv, yv in zip(x, ys, strict=True) if yv is not None]
@@ -185,7 +192,7 @@ def energy_latency_tradeoff(points: list[dict], path: Path) -> Path | None:
               and (p.get("e2e_p50_s") is not None or p.get("e2e_p99_s") is not None)]
     if not usable:
         return None
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = pyplot().subplots(figsize=(7.5, 4.5))
     for key, label, marker in (("e2e_p50_s", "end-to-end p50", "o"), ("e2e_p99_s", "end-to-end p99", "s")):
         pts = [(p[key], p["j_per_request"], p["label"]) for p in usable if p.get(key) is not None]
         if not pts:

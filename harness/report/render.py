@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from harness.report import plots
+from harness.report import columns, plots
 from harness.report.document import Document, write
 from harness.results import Summary, final_attempts
 from harness.scoring.gate import DEFAULT_THRESHOLD, GateResult
@@ -48,7 +48,7 @@ def header_rows(run: RunData) -> list[list]:
         ["power source", (meter.power_source or meter.unavailable_reason) if meter else None],
         ["suite", f"{suite.name} ({suite.items} items, sha256 {suite.hash[:16]})"],
         ["sampling sent", ", ".join(f"{k}={v}" for k, v in m.sampling_sent.items())],
-        ["host", f"{m.host.get('cpu')} ({m.host.get('platform')})"],
+        ["host", f"{m.host.cpu} ({m.host.platform})"],
     ]
 
 
@@ -114,23 +114,13 @@ def compare_report(runs: list[RunData], gates: dict[str, GateResult], problems: 
     if problems:
         doc.para("Compared with --force although the runs differ:", css="flag")
         doc.bullets(problems, css="flag")
-    measures = [
-        ("J/request", lambda s: s.energy.j_per_request_mean),
-        ("J/output token", lambda s: s.energy.j_per_output_token),
-        ("total J", lambda s: s.energy.total_j),
-        ("above-idle J", lambda s: s.energy.above_idle_j),
-        ("J/correct answer", lambda s: s.energy.j_per_correct_answer),
-        ("E2E p50 s", lambda s: s.latency.e2e_s.p50),
-        ("TTFT p50 s", lambda s: s.latency.ttft_s.p50),
-        ("quality", lambda s: s.quality.overall),
-    ]
     headers = ["measure", base.run_id] + [x for r in runs[1:] for x in (r.run_id, "Δ vs baseline")]
     rows = []
-    for name, get in measures:
-        b = get(base.summary)
-        row = [name, fmt(b)]
+    for column in columns.COMPARE:
+        b = column.get(base.summary)
+        row = [column.heading, fmt(b)]
         for run in runs[1:]:
-            v = get(run.summary)
+            v = column.get(run.summary)
             rel = f"{(v - b) / b:+.1%}" if isinstance(v, (int, float)) and isinstance(b, (int, float)) and b else "n/a"
             row += [fmt(v), rel]
         rows.append(row)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from harness.history import RunRow
+from harness.results import Summary
 from harness.scoring.gate import GateResult, RatioEstimate
 
 
@@ -38,31 +42,35 @@ def _ci(low, high) -> str:
     return "" if low is None or high is None else f" [95% CI {low:.3g}, {high:.3g}]"
 
 
-def run_lines(run) -> list[str]:
-    """The final lines of `bench run` for one stored run (a `store.RunData`): counts and latency,
-    throughput, J/request (total and above idle) and quality, each with its 95 % interval — the
-    history's definitions (harness.history.row_from_run), so these lines, the sweep report and a
-    trend never disagree."""
-    from harness.history import row_from_run
-
-    summary = run.summary
+def summary_lines(summary: Summary, run_dir: Path, row: RunRow | None = None) -> list[str]:
+    """What `bench run` and `bench reanalyze` print about one run: counts and latency, throughput,
+    J/request (total and above idle) and quality. With the run's history row (`history.row_from_run`),
+    J/request and quality come with their 95 % intervals — the history's definitions, so these lines,
+    the sweep report and a trend never disagree."""
     lat, energy, quality = summary.latency, summary.energy, summary.quality
-    row = row_from_run(run)
     lines = [f"run {summary.run_id}: {lat.ok}/{lat.requests} ok, e2e p50 {_num(lat.e2e_s.p50, 's')} "
              f"p99 {_num(lat.e2e_s.p99, 's')}, ttft p50 {_num(lat.ttft_s.p50, 's')} p99 {_num(lat.ttft_s.p99, 's')}"]
     if lat.requests_per_s is not None:
         lines.append(f"throughput: {lat.requests_per_s:.2f} req/s, {lat.output_tokens_per_s or 0:.1f} output tokens/s")
     if energy.available:
         lines.append(f"energy: {energy.total_j:.1f} J total ({energy.source}), idle {_num(energy.idle_power_w, 'W')}")
-        lines.append(f"J/request: {_num(row.j_per_request)}{_ci(row.j_per_request_low, row.j_per_request_high)}, "
-                     f"above idle {_num(row.above_idle_j_per_request)}"
-                     f"{_ci(row.above_idle_j_per_request_low, row.above_idle_j_per_request_high)}"
-                     f" ({energy.headline_requests} requests)")
+        j_ci = _ci(row.j_per_request_low, row.j_per_request_high) if row else ""
+        above_ci = _ci(row.above_idle_j_per_request_low, row.above_idle_j_per_request_high) if row else ""
+        lines.append(f"J/request: {_num(energy.j_per_request_mean)}{j_ci}, above idle "
+                     f"{_num(energy.above_idle_j_per_request_mean)}{above_ci} ({energy.headline_requests} requests)")
     else:
         lines.append(f"energy: unavailable ({energy.unavailable_reason})")
     if quality.overall is not None:
-        lines.append(f"quality: {quality.overall:.3f}{_ci(row.quality_low, row.quality_high)} overall over "
-                     f"{quality.items} items (" + ", ".join(f"{task} {_num(value)}"
-                                                           for task, value in quality.by_task.items()) + ")")
+        q_ci = _ci(row.quality_low, row.quality_high) if row else ""
+        lines.append(f"quality: {quality.overall:.3f}{q_ci} overall over {quality.items} items ("
+                     + ", ".join(f"{task} {_num(value)}" for task, value in quality.by_task.items()) + ")")
     lines += [f"flag: {flag}" for flag in summary.all_flags]
+    lines.append(f"results: {run_dir}")
     return lines
+
+
+def quality_lines(summary: Summary) -> list[str]:
+    """What `bench score` prints: the overall score and one line per task."""
+    quality = summary.quality
+    return [f"{summary.run_id}: quality {quality.overall:.3f} over {quality.items} items",
+            *(f"  {task:<12} {value:.3f}" for task, value in quality.by_task.items())]

@@ -5,13 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from harness.history import METRICS, Alarm, RunRow, series  # noqa: E402
-from harness.report import document  # noqa: E402
+from harness.history import METRICS, Alarm, RunRow, series
+from harness.report import document
+from harness.report.plots import pyplot
 
 Z95 = 1.959964
 
@@ -49,7 +45,7 @@ def trend_plot(rows: list[RunRow], metric: str, alarms: list[Alarm], path: Path)
         return None
     nights = sorted({p.night_id for points in by_series.values() for p in points})
     position = {n: i for i, n in enumerate(nights)}
-    fig, ax = plt.subplots(figsize=(9, 4))
+    fig, ax = pyplot().subplots(figsize=(9, 4))
     for label, points in sorted(by_series.items()):
         x = [position[p.night_id] for p in points]
         y = [p.value for p in points]
@@ -69,7 +65,7 @@ def trend_plot(rows: list[RunRow], metric: str, alarms: list[Alarm], path: Path)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    pyplot().close(fig)
     return path
 
 

@@ -30,6 +30,8 @@ def main() -> None:
     subprocess.Popen([sys.executable, "-c", WORKER])
 
     def shutdown(*_):
+        # One graceful shutdown, as vLLM's: a repeated SIGTERM (stop_leftover repeats it) does not restart it.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         time.sleep(SHUTDOWN_S)
         os._exit(0)  # the worker is left behind, as a crashed engine would leave it
 

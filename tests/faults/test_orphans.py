@@ -10,13 +10,15 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from harness.config import default_engine_venv
 from harness.launcher import group_members
-from harness.server import SERVER_TOKEN_ENV, _boot_id, stop_leftover
+from harness.records import ProcessIdentity
+from harness.server import ORPHAN_GRACE_S, SERVER_TOKEN_ENV, _boot_id, stop_leftover
 from tests.conftest import ROOT, bench
 
 FAKE_VLLM = Path(__file__).with_name("fake_vllm.py")
@@ -31,13 +33,13 @@ def fake_variant(tmp_path: Path) -> Path:
     return variant
 
 
-def start_bench(*args, sigint_ignored: bool = False) -> subprocess.Popen:
+def start_bench(*args, sigint_ignored: bool = False, env: dict | None = None) -> subprocess.Popen:
     """`sigint_ignored`: as a job started in the background of a script (cron, `nohup … &`) inherits it."""
     def ignore_sigint():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     return subprocess.Popen([sys.executable, "-m", "harness.cli", "run", *map(str, args)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=ignore_sigint if sigint_ignored else None)
+                            preexec_fn=ignore_sigint if sigint_ignored else None, env={**os.environ, **(env or {})})
 
 
 STARTED_TOKENS: list[str] = []
@@ -53,21 +55,27 @@ def no_strays():
                 os.kill(pid, signal.SIGKILL)
 
 
-def start_run(tmp_path: Path, *extra, limit: int = 40, sigint_ignored: bool = False
+def start_run(tmp_path: Path, *extra, limit: int = 40, sigint_ignored: bool = False, env: dict | None = None
               ) -> tuple[subprocess.Popen, Path, dict]:
     """A real `bench run` on the fake server, once it has journalled two requests."""
     proc = start_bench("--variant", fake_variant(tmp_path), "--results-dir", tmp_path, "--run-id", "r",
                        "--idle-s", "0", "--limit", limit, *(extra or ("--energy", "none")),
-                       sigint_ignored=sigint_ignored)
+                       sigint_ignored=sigint_ignored, env=env)
     run = tmp_path / "r"
-    deadline = time.monotonic() + 60
+    process = journalled_two(proc, run, timeout_s=60)
+    assert len(group_members(process["pgid"])) >= 3  # launcher, server, worker
+    return proc, run, process
+
+
+def journalled_two(proc: subprocess.Popen, run: Path, timeout_s: float) -> dict:
+    """Wait until `bench` has journalled two requests; the server's recorded process identity."""
+    deadline = time.monotonic() + timeout_s
     while not ((run / "requests.jsonl").exists() and (run / "requests.jsonl").read_text().count("\n") >= 2):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.1)
     process = json.loads((run / "manifest.json").read_text())["server"]["process"]
     STARTED_TOKENS.append(process["token"])
-    assert len(group_members(process["pgid"])) >= 3  # launcher, server, worker
-    return proc, run, process
+    return process
 
 
 def tokened(token: str) -> list[int]:
@@ -165,24 +173,30 @@ def test_resume_stops_a_server_left_by_the_earlier_segment(tmp_path):
     assert_all_gone(manifest["server"]["process"])
 
 
+def _wait_for_exec(pid: int, program: bytes, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] != program:
+        assert time.monotonic() < deadline, f"pid {pid} did not exec {program!r}"
+        time.sleep(0.01)
+
+
 def test_stop_leftover_never_touches_a_process_it_cannot_prove_is_ours(tmp_path):
     # A process group that reuses the recorded pgid, without the run's token: left alone.
     other = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
-        block = {"launched": True, "process": {"pgid": other.pid, "launcher_pid": other.pid, "token": "not-it",
-                                               "boot_id": _boot_id()}}
-        assert stop_leftover(block) is None and other.poll() is None
+        recorded = ProcessIdentity(pgid=other.pid, launcher_pid=other.pid, token="not-it", boot_id=_boot_id())
+        assert stop_leftover(recorded) is None and other.poll() is None
         # The run's own token, but recorded on another boot (or machine): nothing of it runs here.
         mine = subprocess.Popen(["sleep", "60"], start_new_session=True, env={**os.environ, SERVER_TOKEN_ENV: "t1"})
         try:
-            block["process"].update(token="t1", boot_id="another-boot")
-            assert stop_leftover(block) is None and mine.poll() is None
-            block["process"]["boot_id"] = _boot_id()
-            assert "stopped" in stop_leftover(block) and mine.wait(timeout=15) == -signal.SIGTERM
+            _wait_for_exec(mine.pid, b"sleep")  # before exec, /proc shows the forked parent's environment
+            assert stop_leftover(replace(recorded, token="t1", boot_id="another-boot")) is None and mine.poll() is None
+            assert "stopped" in stop_leftover(replace(recorded, token="t1"))
+            assert mine.wait(timeout=15) == -signal.SIGTERM
         finally:
             mine.kill()
             mine.wait()
-        assert stop_leftover({"launched": False}) is None and stop_leftover(None) is None
+        assert stop_leftover(None) is None
     finally:
         other.kill()
         other.wait()
@@ -193,13 +207,7 @@ def test_stop_leftover_never_touches_a_process_it_cannot_prove_is_ours(tmp_path)
 def test_kill_9_of_bench_stops_the_real_vllm_engine(tmp_path):
     proc = start_bench("--variant", "cpu-tiny", "--limit", "40", "--results-dir", tmp_path, "--run-id", "e",
                        "--idle-s", "0")
-    run = tmp_path / "e"
-    deadline = time.monotonic() + 600
-    while not ((run / "requests.jsonl").exists() and (run / "requests.jsonl").read_text().count("\n") >= 2):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.5)
-    process = json.loads((run / "manifest.json").read_text())["server"]["process"]
-    STARTED_TOKENS.append(process["token"])
+    process = journalled_two(proc, tmp_path / "e", timeout_s=600)
     assert len(group_members(process["pgid"])) >= 2  # launcher, API server, engine core
     proc.kill()
     proc.communicate()
@@ -223,8 +231,10 @@ def test_a_sweep_starts_a_launched_server_once(tmp_path):
 
 def test_a_dead_server_is_named_as_the_cause_while_its_launcher_still_sweeps_workers(tmp_path):
     """The server is SIGKILLed; its worker ignores SIGTERM, so the launcher needs seconds to sweep it.
-    Meanwhile every request fails: the run must still say the server died, not that requests failed."""
-    proc, run, process = start_run(tmp_path, "--energy", "none", "--max-retries", "0")
+    Meanwhile every request fails: the run must still say the server died, not that requests failed.
+    The launcher's sweep keeps its real grace here: that window is what this test is about."""
+    proc, run, process = start_run(tmp_path, "--energy", "none", "--max-retries", "0",
+                                   env={"BENCH_ORPHAN_GRACE_S": str(ORPHAN_GRACE_S)})
     os.kill(process["server_pid"], signal.SIGKILL)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 4 and "server died" in err and "Traceback" not in err, err

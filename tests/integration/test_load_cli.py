@@ -6,12 +6,12 @@ import json
 
 import pandas as pd
 
-from tests.conftest import bench
+from tests.conftest import bench, cli
 
 
 def run(server, tmp_path, run_id, *extra):
-    return bench("run", "--base-url", server.url, "--results-dir", tmp_path, "--run-id", run_id, "--idle-s", "0",
-                 *extra)
+    return cli("run", "--base-url", server.url, "--results-dir", tmp_path, "--run-id", run_id, "--idle-s", "0",
+               *extra)
 
 
 def test_max_requests_cycles_the_suite_at_a_rate_quietly(mock_server, tmp_path):
@@ -83,7 +83,7 @@ def test_rate_limited_requests_wait_retry_and_are_resent_on_resume(mock_server, 
     data = json.loads(manifest.read_text())
     data["status"] = "incomplete"
     manifest.write_text(json.dumps(data))
-    again = bench("run", "--resume", tmp_path / "r503", "--base-url", server.url)
+    again = cli("run", "--resume", tmp_path / "r503", "--base-url", server.url)
     assert again.returncode == 0, again.stderr
     final = pd.read_parquet(tmp_path / "r503" / "requests.parquet")
     assert (final[~final["retried"]]["status"] == "ok").sum() == 2

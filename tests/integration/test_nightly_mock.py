@@ -5,7 +5,7 @@ import json
 import sqlite3
 import textwrap
 
-from tests.conftest import bench
+from tests.conftest import bench, cli
 
 
 def night_config(tmp_path, url, lanes="[0, 1]", down='{variant: cpu-tiny, name: down, base_url: "http://127.0.0.1:9"}'):
@@ -57,7 +57,7 @@ def test_two_lanes_a_dead_variant_and_the_night_report(tmp_path, mock_server):
     assert "exit 2" in result.stdout
     # The verdicts and the report rebuild from the files and the history alone.
     (night / "night.md").unlink()
-    rebuilt = bench("nightly", "--config", tmp_path / "night.yaml", "--night-id", "2026-12-01", "--report-only")
+    rebuilt = cli("nightly", "--config", tmp_path / "night.yaml", "--night-id", "2026-12-01", "--report-only")
     assert rebuilt.returncode == 2 and "What failed" in (night / "night.md").read_text(), rebuilt.stderr
     assert json.loads((night / "night.json").read_text())["gates"] == summary["gates"]
 
@@ -78,7 +78,7 @@ def test_a_server_that_dies_at_start_is_reported_with_its_log_tail(tmp_path, moc
     assert "CUDA out of memory (fake)" in failed["log_tail"]
     report = (tmp_path / "nightly" / "n1" / "night.html").read_text()
     assert "CUDA out of memory (fake)" in report and "What failed" in report
-    again = bench("nightly", "--config", config, "--night-id", "n1")
+    again = cli("nightly", "--config", config, "--night-id", "n1")
     assert again.returncode == 2 and "already ran" in again.stderr and again.stderr.count("\n") == 1
 
 

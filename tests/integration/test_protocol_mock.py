@@ -35,7 +35,7 @@ def test_caches_are_reset_between_passes_so_every_pass_is_first_seen(mock_server
     log = run.manifest.segments[0].between_passes_log
     assert len(log) == 1 and log[0]["after_pass"] == 0 and all(log[0]["cache_reset"].values())
     energy = run.summary.energy
-    assert energy.headline_requests == "first-seen" and energy.cache["cache_hit_requests"] == 0
+    assert energy.headline_requests == "first-seen" and energy.cache.cache_hit_requests == 0
 
 
 def test_without_reset_routes_the_repeats_are_cache_hits_reported_apart(mock_server, tmp_path, trace):
@@ -47,7 +47,7 @@ def test_without_reset_routes_the_repeats_are_cache_hits_reported_apart(mock_ser
     log = run.manifest.segments[0].between_passes_log
     assert set(log[0]["cache_reset"].values()) == {None}  # not offered
     energy = run.summary.energy
-    assert energy.cache["first_seen_requests"] == 4 and energy.cache["cache_hit_requests"] == 4
+    assert energy.cache.first_seen_requests == 4 and energy.cache.cache_hit_requests == 4
     assert energy.headline_requests == "first-seen"
     assert energy.j_per_request_mean == pytest.approx(first["energy_j"].mean())
 
@@ -66,12 +66,12 @@ def test_with_neither_counts_nor_reset_energy_comes_from_the_first_pass(mock_ser
 def test_a_cold_start_is_flagged_and_a_warm_up_at_the_run_concurrency_absorbs_it(mock_server, tmp_path, trace):
     # Latencies well above this machine's scheduling noise (the check works on relative differences).
     server = mock_server("--ttft-ms", "250", "--itl-ms", "10")
-    server.control(cold_requests=6, cold_ttft_ms=2500)
+    server.control(cold_requests=6, cold_ttft_ms=1500)
     cold = cli("run", "--base-url", server.url, "--results-dir", tmp_path, "--run-id", "cold", "--limit", "20",
                "--concurrency", "2", "--idle-s", "0")
     assert cold.returncode == 0, cold.stdout + cold.stderr
     assert any(f.startswith("not_steady") for f in load_run(tmp_path / "cold").summary.flags)
-    server.control(cold_requests=6, cold_ttft_ms=2500)
+    server.control(cold_requests=6, cold_ttft_ms=1500)
     warm = cli("run", "--base-url", server.url, "--results-dir", tmp_path, "--run-id", "warm", "--limit", "20",
                "--concurrency", "2", "--idle-s", "0", "--warmup", "16")
     assert warm.returncode == 0, warm.stdout + warm.stderr

@@ -116,7 +116,7 @@ window.addEventListener('load', () => {
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed (CI installs it)")
 def test_report_renders_in_a_real_browser(gpu_runs, tmp_path):
     run = gpu_runs["fp8-c16-r1"]
-    assert bench("report", run).returncode == 0
+    assert cli("report", run).returncode == 0
     probe = tmp_path / "probe.html"
     probe.write_text((run / "report.html").read_text().replace("</body>", CHECK_IMAGES + "</body>"))
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

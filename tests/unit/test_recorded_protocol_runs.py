@@ -54,14 +54,14 @@ def test_headline_is_first_seen_and_cache_hits_are_reported_apart(fresh):
     for run in ALL:
         energy = fresh[run][0].energy
         cache = energy.cache
-        assert cache["reported"] and energy.headline_requests == "first-seen"
-        assert energy.j_per_request_mean == pytest.approx(cache["first_seen_j_per_request_mean"])
+        assert cache.reported and energy.headline_requests == "first-seen"
+        assert energy.j_per_request_mean == pytest.approx(cache.first_seen_j_per_request_mean)
         # The default suite repeats some image + prompt pairs (12 of 168); they hit the prefix cache
         # even on a freshly reset server, and cost less than first-seen requests.
-        if cache["cache_hit_requests"]:
-            assert cache["cache_hit_j_per_request_mean"] < cache["first_seen_j_per_request_mean"]
-        assert cache["cached_prompt_token_share"] < 0.1
-    assert fresh[RUNS / "bf16-competition" / "cold"][0].energy.cache["cache_hit_requests"] == 12
+        if cache.cache_hit_requests:
+            assert cache.cache_hit_j_per_request_mean < cache.first_seen_j_per_request_mean
+        assert cache.cached_prompt_token_share < 0.1
+    assert fresh[RUNS / "bf16-competition" / "cold"][0].energy.cache.cache_hit_requests == 12
 
 
 def test_idle_measured_before_and_after_agrees_on_a_warm_gpu(fresh):
@@ -79,7 +79,7 @@ def test_warm_up_was_recorded_and_settled(fresh):
 def test_protocol_flags_block_the_submission_unless_accepted_with_a_reason(tmp_path):
     import json
 
-    from tests.conftest import bench
+    from tests.conftest import bench, cli
 
     runs = {}
     for name in ("cold", "warm"):
@@ -90,10 +90,10 @@ def test_protocol_flags_block_the_submission_unless_accepted_with_a_reason(tmp_p
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
     assert "validity flags block the submission (not_steady, stall)" in refused.stderr
     assert not (runs["cold"] / "submission.json").exists()
-    bad = bench("submit", runs["cold"], "--baseline", runs["warm"], "--accept-flag", "stall=")
+    bad = cli("submit", runs["cold"], "--baseline", runs["warm"], "--accept-flag", "stall=")
     assert bad.returncode != 0 and "--accept-flag takes CODE=REASON" in bad.stderr
-    accepted = bench("submit", runs["cold"], "--baseline", runs["warm"], "--accept-flag",
-                     "stall=the organisers' server is as fresh as ours", "--accept-flag", "not_steady=same cause")
+    accepted = cli("submit", runs["cold"], "--baseline", runs["warm"], "--accept-flag",
+                   "stall=the organisers' server is as fresh as ours", "--accept-flag", "not_steady=same cause")
     assert accepted.returncode == 0, accepted.stderr
     doc = json.loads((runs["cold"] / "submission.json").read_text())
     assert doc["protocol"]["accepted"]["stall"] == "the organisers' server is as fresh as ours"
@@ -104,5 +104,5 @@ def test_protocol_flags_block_the_submission_unless_accepted_with_a_reason(tmp_p
     del doc["protocol"]["accepted"]["not_steady"]
     edited = tmp_path / "edited.json"
     edited.write_text(json.dumps(doc))
-    checked = bench("submit", "--check", edited)
+    checked = cli("submit", "--check", edited)
     assert checked.returncode == 1 and "protocol validity: not_steady" in checked.stdout

@@ -1,4 +1,4 @@
-"""The submission energy report: a versioned JSON document (schema beside this file), validated
+"""The submission energy report: a versioned JSON document (schema: report/submission.schema.json), validated
 on write and by `bench submit --check`, plus a one-page Markdown/HTML rendering.
 
 `findings` lists what a reviewer would reject; `bench submit --check` fails when there are any."""
@@ -8,21 +8,23 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import jsonschema
 
 from harness import __version__
+from harness.comparison import load_comparable, run_gate
 from harness.config import COMPETITION_SAMPLING, Sampling
-from harness.energy.protocol_checks import flag_code, protocol_flags
+from harness.energy.protocol_checks import PROTOCOL_FLAGS, flag_code, protocol_flags
 from harness.errors import ConfigError, ResultsError
 from harness.report.document import Document, write
 from harness.report.render import fmt
-from harness.results import jsonable
+from harness.results import J_PER_WH, jsonable
 from harness.scoring.gate import INCONCLUSIVE, PASS, GateResult, verdict_for
 from harness.store import RunData, output_dir, read_json, write_json
 
-SCHEMA = json.loads((Path(__file__).with_name("submission.schema.json")).read_text())
+SCHEMA = json.loads((Path(__file__).parent / "report" / "submission.schema.json").read_text())
 SUMMARISED_FILES = ("manifest.json", "summary.json", "requests.parquet", "power.parquet")
 
 
@@ -86,8 +88,6 @@ def file_findings(doc: dict, folder: Path) -> list[str]:
 
 def build(run: RunData, baseline: RunData, gate: GateResult, accepted: dict[str, str] | None = None) -> dict:
     """`accepted`: protocol flag code → the reason it is accepted (recorded in the submission)."""
-    from dataclasses import asdict
-
     m, s = run.manifest, run.summary
     e, lat = s.energy, s.latency
     meter, variant, server = m.meter, m.variant, m.server
@@ -101,13 +101,13 @@ def build(run: RunData, baseline: RunData, gate: GateResult, accepted: dict[str,
                 "requests": lat.requests, "failed": lat.failed},
         "hardware": {"gpus": [asdict(g) for g in meter.gpus] if meter else [],
                      "driver": meter.driver_version if meter else None,
-                     "power_source": meter.power_source if meter else None, "host": m.host},
+                     "power_source": meter.power_source if meter else None, "host": asdict(m.host)},
         "software": {"harness": __version__, "vllm": server.vllm_version if server else None},
         "suite": {"name": m.suite.name, "sha256": m.suite.hash, "items": m.suite.items},
         "sampling": m.sampling_sent,
         "energy": {
             "available": e.available, "unavailable_reason": e.unavailable_reason,
-            "total_j": e.total_j, "total_wh": e.total_j / 3600 if e.total_j is not None else None,
+            "total_j": e.total_j, "total_wh": e.total_j / J_PER_WH if e.total_j is not None else None,
             "above_idle_j": e.above_idle_j, "idle_power_w": e.idle_power_w, "source": e.source,
             "counter_integral_rel_diff": e.counter_integral_rel_diff, "window_s": e.window_s,
             "sensor_period_s": e.sensor_period_s,
@@ -134,8 +134,6 @@ def write_submission(run_dir: Path, baseline_dir: Path, out: Path | None = None,
     """`bench submit`: gate the run against the baseline, write submission.json and its page.
     A run with protocol flags (harness.energy.protocol_checks) is refused, nothing written, unless
     every such flag is accepted with a reason."""
-    from harness.comparison import load_comparable, run_gate
-
     (baseline, run), _ = load_comparable([baseline_dir, run_dir])
     doc = build(run, baseline, run_gate(baseline, run, force=True), accepted)
     blocking = sorted({flag_code(f) for f in doc["protocol"]["flags"]} - set(doc["protocol"]["accepted"]))
@@ -147,6 +145,31 @@ def write_submission(run_dir: Path, baseline_dir: Path, out: Path | None = None,
     write_json(target / "submission.json", doc)
     md, page = render(doc, target)
     return doc, target / "submission.json", md, page
+
+
+def accepted_flags(values: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """`--accept-flag CODE=REASON` values → {code: reason}; a code must be a protocol flag's."""
+    accepted = {}
+    for value in values:
+        code, _, reason = value.partition("=")
+        if code.strip() not in PROTOCOL_FLAGS or not reason.strip():
+            raise ConfigError(f"--accept-flag takes CODE=REASON with CODE one of {', '.join(PROTOCOL_FLAGS)} and a "
+                              f"reason, not {value!r}")
+        accepted[code.strip()] = reason.strip()
+    return accepted
+
+
+def submit_command(run_dir: Path | None, baseline_dir: Path | None, out: Path | None = None,
+                   check_file: Path | None = None, accept: tuple[str, ...] = ()) -> tuple[list[str], int]:
+    """`bench submit`: (lines, exit code). With `check_file`, exit 1 when a reviewer would reject it."""
+    if check_file is not None:
+        _, findings = check(check_file)
+        return ([*(f"finding: {f}" for f in findings),
+                 f"{check_file}: {'REJECT' if findings else 'OK'} ({len(findings)} finding(s))"], 1 if findings else 0)
+    if run_dir is None or baseline_dir is None:
+        raise ConfigError("submit needs RUN_DIR and --baseline RUN_DIR (or --check FILE)")
+    doc, path, md, page = write_submission(run_dir, baseline_dir, out, accepted_flags(accept))
+    return [*(f"finding: {f}" for f in doc["findings"]), f"wrote {path}, {md} and {page}"], 0
 
 
 def validate(doc: dict) -> None:
