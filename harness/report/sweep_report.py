@@ -85,12 +85,12 @@ class SweepPoint:
 
 
 def sweep_point(run: RunData, label: str, caches: str = "") -> SweepPoint:
-    summary, settings = run.summary, run.manifest.settings
+    summary, settings = run.summary, run.manifest.run_settings()
     row = row_from_run(run)
     lat = summary.latency
-    rate = settings.get("request_rate")
+    rate = settings.request_rate
     return SweepPoint(
-        label=label, concurrency=settings.get("concurrency"), request_rate=float(rate) if rate is not None else None,
+        label=label, concurrency=settings.concurrency, request_rate=float(rate) if rate is not None else None,
         run_id=run.run_id, j_per_request=row.j_per_request, j_low=row.j_per_request_low, j_high=row.j_per_request_high,
         above_idle_j_per_request=row.above_idle_j_per_request, above_idle_low=row.above_idle_j_per_request_low,
         above_idle_high=row.above_idle_j_per_request_high, requests_per_s=lat.requests_per_s,
