@@ -17,7 +17,8 @@ Proxies as the `openai` package (httpx) takes them from the environment: `http_p
 (`*`, host names with their subdomains, IP addresses, CIDR blocks, optionally `:port`); loopback
 targets are always reached directly. Plain http goes through the proxy in absolute form
 (`POST http://host/v1/... HTTP/1.1`), https through a CONNECT tunnel. A proxy of another scheme
-(socks5://, https://) is refused in one line (`proxy_route`).
+(socks5://, https://) is refused in one line. The routing is harness/proxies.py's, which also routes
+bench's control calls (health, models, cache resets).
 
 Connections are pooled per event loop: a `ChatClient` used from two `asyncio.run` calls (warm-up,
 then the measured phase) opens new connections in the second loop instead of reusing the first
@@ -28,20 +29,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
-import ipaddress
 import json
-import os
 import re
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import orjson
 
 from harness.config import Sampling
-from harness.errors import ConfigError
+from harness.proxies import ProxyRoute, proxy_route
 from harness.suite import SuiteItem
 
 USER_AGENT = "energy-harness"
@@ -591,86 +590,6 @@ class _Exchange:
         self.keep_alive = False
         if not self.future.done():
             self.future.set_exception(exc)
-
-
-@dataclass(frozen=True)
-class ProxyRoute:
-    """How to reach a target through a proxy: connect to host:port, send `authorization` (if any) as
-    Proxy-Authorization."""
-
-    host: str
-    port: int
-    authorization: str | None = None
-    url: str = ""  # the proxy as configured, without credentials (for messages)
-
-
-def _env(environ: Mapping[str, str], name: str) -> str:
-    """Lowercase first, as curl, urllib and httpx read them."""
-    return (environ.get(name.lower()) or environ.get(name.upper()) or "").strip()
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _bypassed(host: str, port: int, no_proxy: str) -> bool:
-    """True when NO_PROXY names this host: `*`, the host or a parent domain (`.example.com` or
-    `example.com`), an IP address or CIDR block; an entry with `:port` only for that port."""
-    host = host.lower().strip("[]")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        address = None
-    for entry in (e.strip().lower() for e in no_proxy.split(",")):
-        if not entry:
-            continue
-        if entry == "*":
-            return True
-        name, entry_port = entry, None
-        if entry.startswith("["):  # [::1]:8000
-            name, _, rest = entry[1:].partition("]")
-            entry_port = rest.lstrip(":") or None
-        elif entry.count(":") == 1:
-            name, entry_port = entry.split(":")
-        if entry_port is not None and entry_port != str(port):
-            continue
-        if address is not None:
-            try:
-                if address in ipaddress.ip_network(name, strict=False):
-                    return True
-            except ValueError:
-                pass
-            continue
-        name = name.lstrip(".")
-        if host == name or host.endswith("." + name):
-            return True
-    return False
-
-
-def proxy_route(scheme: str, host: str, port: int, environ: Mapping[str, str] | None = None) -> ProxyRoute | None:
-    """The proxy a request to scheme://host:port goes through, from the environment; None to go direct
-    (loopback, NO_PROXY, or no proxy set). Raises ConfigError for a proxy this client cannot use."""
-    env = os.environ if environ is None else environ
-    if _is_loopback(host.strip("[]")):
-        return None
-    url = _env(env, f"{scheme}_proxy") or _env(env, "all_proxy")
-    if not url or _bypassed(host, port, _env(env, "no_proxy")):
-        return None
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    shown = f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"
-    if parts.scheme != "http" or not parts.hostname:
-        raise ConfigError(f"the proxy {shown} for {scheme}://{host} is not an http:// proxy, which is all bench's "
-                          f"client speaks; set NO_PROXY={host} to go direct, or use an http:// proxy")
-    authorization = None
-    if parts.username is not None:
-        credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
-        authorization = "Basic " + base64.b64encode(credentials).decode("ascii")
-    return ProxyRoute(parts.hostname, parts.port or 80, authorization, shown)
 
 
 @dataclass(frozen=True)

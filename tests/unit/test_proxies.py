@@ -1,9 +1,15 @@
-"""Which proxy a request goes through (harness.client.proxy_route), from the environment."""
+"""Which proxy a request goes through (harness.proxies.proxy_route), from the environment."""
+
+import http.server
+import json
+import threading
+import urllib.request
 
 import pytest
 
-from harness.client import ProxyRoute, proxy_route
+from harness import proxies
 from harness.errors import ConfigError
+from harness.proxies import ProxyRoute, proxy_route
 
 P = {"HTTP_PROXY": "http://proxy.example:3128", "HTTPS_PROXY": "http://tls-proxy.example:8080"}
 
@@ -49,3 +55,51 @@ def test_credentials_become_basic_proxy_authorization_and_other_schemes_are_refu
         proxy_route("http", "gpu.example", 80, {"HTTP_PROXY": "socks5://u:secret@proxy.example:1080"})
     except ConfigError as exc:
         assert "secret" not in str(exc)
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with {"ok": true} and remembers the request line it was sent."""
+
+    seen: list[str] = []
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        type(self).seen.append(self.requestline)
+        body = b'{"ok": true}'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def recorder():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Recorder.seen = []
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_control_calls_to_loopback_never_go_through_a_proxy(recorder, monkeypatch):
+    """A launched server's health checks and cache resets (server.py, protocol.py) reach 127.0.0.1
+    directly even with a proxy set; urllib alone would send them to the (here: dead) proxy."""
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # the discard port: nothing answers
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with proxies.urlopen(urllib.request.Request(f"http://127.0.0.1:{recorder}/health"), timeout=5) as response:
+        assert json.loads(response.read()) == {"ok": True}
+    assert _Recorder.seen == ["GET /health HTTP/1.1"]
+
+
+def test_control_calls_elsewhere_go_through_the_proxy(recorder, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{recorder}")  # the recorder plays the proxy
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with proxies.urlopen(urllib.request.Request("http://gpu.example:8000/health"), timeout=5) as response:
+        assert json.loads(response.read()) == {"ok": True}
+    assert _Recorder.seen == ["GET http://gpu.example:8000/health HTTP/1.1"]  # absolute form: a proxy's request
