@@ -44,7 +44,7 @@ def tests(session: nox.Session) -> None:
     _engine(session)
     session.install("-e", ".[test]")
     # Two workers; the engine tests share one of them (tests/conftest.py), so one engine runs at a time.
-    session.run("pytest", "-q", "-ra", "-n", "2", "--dist", "loadgroup", *session.posargs,
+    session.run("pytest", "-q", "-ra", "-n", "4", "--dist", "loadgroup", *session.posargs,
                 env={"PYTHONUNBUFFERED": "1"})
 
 

@@ -168,6 +168,11 @@ class Server:
             raise SystemExit(f"the fast server did not start: {line!r}")
         self.url = f"http://127.0.0.1:{int(line.split()[-1])}"
 
+    def cpu_s(self) -> float:
+        """The server process's CPU time so far (user + system), from /proc."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stats(self) -> list[list[int]]:
         return json.loads(urllib.request.urlopen(self.url + "/_stats", timeout=10).read())
 
@@ -270,7 +275,8 @@ async def main():
     client = ChatClient(url + "/v1")
     async def one(i):
         async with sem:
-            return await client.stream(builder.body(items[i % len(items)], i), 30.0)
+            return await client.stream(builder.parts(items[i % len(items)], i), 30.0)
+    await client.open(c, 10.0)  # as bench does before its measured phase
     rs = await asyncio.gather(*(one(i) for i in range(n)))
     await client.close()
     return rs
@@ -423,9 +429,11 @@ def capacity(clients, levels, n, repeats, inputs, work) -> tuple[dict, dict]:
                 for name in clients:
                     if name in FAILED:
                         continue
+                    server_cpu0 = server.cpu_s()
                     r = attempt(name, server.url, inputs, level, n, work)
                     if r is None:
                         continue
+                    r["server_cpu_per_req_ms"] = (server.cpu_s() - server_cpu0) / n * 1e3
                     r["cpu_per_req_ms"] = (r["cpu_s"] - base[name]) / max(n - 5, 1) * 1e3
                     results.setdefault((name, level), []).append(r)
                     print(f"  rep {rep + 1} c={level:<3} {name:<9} {r['rps']:7.1f} req/s "
@@ -476,7 +484,10 @@ def tables(clients, levels, cap, base, exact, args, inputs) -> list[str]:
         best = max(best, *rps)
         lines.append(f"| {LABELS[name]} | {' / '.join(f'{v:.0f}' for v in rps)} | "
                      f"{' / '.join(f'{v:.2f}' for v in cpu)} | {base[name]:.2f} |")
-    lines += ["", f"Server ceiling (the highest median rate any client reached at any level): {best:.0f} req/s.", ""]
+    server_ms = med([r["server_cpu_per_req_ms"] for rs in cap.values() for r in rs]) if cap else float("nan")
+    lines += ["", f"Server ceiling (the highest median rate any client reached at any level): {best:.0f} req/s. "
+              f"The server's own CPU per request: {server_ms * 1e3:.0f} µs (median over all runs), so on a core of "
+              f"its own it would answer ~{1 / server_ms * 1e3:.0f} req/s.", ""]
     if exact:
         lines += [f"Timing exactness: server TTFT {args.ttft_ms:g} ms, inter-token gap {args.itl_ms:g} ms, "
                   f"{args.timing_tokens} tokens; client percentile minus the server's own (ms):", "",
@@ -525,13 +536,16 @@ def main(argv=None) -> int:
         work = Path(tmp)
         inputs = prepare_inputs(work)
         started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        load_start = os.getloadavg()[0]
         cap, base = capacity(clients, levels, args.requests, args.repeats, inputs, work)
         exact = exactness(clients, [int(v) for v in args.timing_levels.split(",")], args.timing_requests, inputs,
                           work, args.ttft_ms, args.itl_ms, args.timing_tokens) if args.timing_requests else {}
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "?")
+    load_end = os.getloadavg()[0]
     lines = [f"{started}, {os.cpu_count()} cores ({cpu}), Python {sys.version.split()[0]}; server and clients on "
-             "the same machine.", "", *tables(clients, levels, cap, base, exact, args, inputs)]
+             f"the same machine; load average {load_start:.1f} at the start, {load_end:.1f} at the end.", "",
+             *tables(clients, levels, cap, base, exact, args, inputs)]
     print("\n".join(lines))
     if args.out:
         args.out.write_text("\n".join(lines) + "\n")

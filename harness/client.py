@@ -12,6 +12,14 @@ we keep of its semantics: the base URL joined with `/chat/completions`, `Authori
 and a failure kind per HTTP status. Timestamps are taken once per arrival of bytes from the socket
 (`data_received`), before any parsing, so client work does not move them.
 
+Proxies as the `openai` package (httpx) takes them from the environment: `http_proxy`/`HTTP_PROXY`,
+`https_proxy`/`HTTPS_PROXY`, `all_proxy`/`ALL_PROXY` (an http:// proxy), `no_proxy`/`NO_PROXY`
+(`*`, host names with their subdomains, IP addresses, CIDR blocks, optionally `:port`); loopback
+targets are always reached directly. Plain http goes through the proxy in absolute form
+(`POST http://host/v1/... HTTP/1.1`), https through a CONNECT tunnel. A proxy of another scheme
+(socks5://, https://) is refused in one line. The routing is harness/proxies.py's, which also routes
+bench's control calls (health, models, cache resets).
+
 Connections are pooled per event loop: a `ChatClient` used from two `asyncio.run` calls (warm-up,
 then the measured phase) opens new connections in the second loop instead of reusing the first
 loop's transports (which failed with "Event loop is closed")."""
@@ -24,12 +32,15 @@ import email.utils
 import json
 import re
 import time
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import orjson
 
 from harness.config import Sampling
+from harness.proxies import ProxyRoute, proxy_route
 from harness.suite import SuiteItem
 
 USER_AGENT = "energy-harness"
@@ -80,27 +91,44 @@ def encode_body(request: dict) -> bytes:
 
 
 class RequestBuilder:
-    """Request bodies of one run: each image encoded to its data URL once per run, each body built
-    once per (item, seed) and reused by every retry. Bodies are dropped with `forget` once sent."""
+    """Request bodies of one run: each image encoded to its data URL, as a JSON string, once per
+    run; each body built once per (item, seed) and reused by every retry, and dropped with `forget`
+    once sent. A body is the small request encoded with a marker in place of the image, the marker
+    then replaced by the image's JSON bytes: encoding the ~50 KB data URL again for every seed was
+    a tenth of the client's CPU at high request rates."""
 
     def __init__(self, model: str, sampling: Sampling, max_tokens: int):
         self.model, self.sampling, self.max_tokens = model, sampling, max_tokens
-        self._urls: dict[str, str] = {}
-        self._bodies: dict[tuple[str, int | None], bytes] = {}
+        self._urls: dict[str, bytes] = {}  # item id -> its data URL as a JSON string
+        self._bodies: dict[tuple[str, int | None], tuple[bytes, bytes, bytes]] = {}
+        self._marker = f"\x00image-{uuid.uuid4().hex}\x00"  # no prompt contains it
+        self._marker_json = orjson.dumps(self._marker)
 
-    def data_url(self, item: SuiteItem) -> str:
+    def prepare(self, items) -> None:
+        """Encode these items' images now (before a measured phase), not on the event loop while
+        other requests are being timed: a megabyte image takes milliseconds to encode."""
+        for item in items:
+            self.data_url_json(item)
+
+    def data_url_json(self, item: SuiteItem) -> bytes:
         url = self._urls.get(item.id)
         if url is None:
-            url = self._urls[item.id] = image_data_url(item)
+            url = self._urls[item.id] = orjson.dumps(image_data_url(item))
         return url
 
-    def body(self, item: SuiteItem, seed: int | None) -> bytes:
+    def parts(self, item: SuiteItem, seed: int | None) -> tuple[bytes, bytes, bytes]:
+        """The body as (before the image, the image's JSON string, after it): the client joins them
+        with its HTTP head in one copy, and the image's bytes are shared by every body of the item."""
         key = (item.id, seed)
-        body = self._bodies.get(key)
-        if body is None:
-            request = build_request(item, self.model, self.sampling, self.max_tokens, seed, self.data_url(item))
-            body = self._bodies[key] = encode_body(request)
-        return body
+        parts = self._bodies.get(key)
+        if parts is None:
+            small = encode_body(build_request(item, self.model, self.sampling, self.max_tokens, seed, self._marker))
+            head, tail = small.split(self._marker_json, 1)
+            parts = self._bodies[key] = (head, self.data_url_json(item), tail)
+        return parts
+
+    def body(self, item: SuiteItem, seed: int | None) -> bytes:
+        return b"".join(self.parts(item, seed))
 
     def forget(self, item: SuiteItem, seed: int | None) -> None:
         self._bodies.pop((item.id, seed), None)
@@ -270,11 +298,18 @@ class _Answer:
                 continue
             delta = choice.get("delta")
             if isinstance(delta, dict):
-                got = self.add_text(delta.get("content"), self.parts, "content")
+                content = delta.get("content")
+                if content.__class__ is str:  # the usual case, without a call
+                    got = bool(content)
+                    if got:
+                        self.parts.append(content)
+                else:
+                    got = self.add_text(content, self.parts, "content")
                 reasoning = delta.get("reasoning_content")
                 if reasoning is None:
                     reasoning = delta.get("reasoning")
-                got = self.add_text(reasoning, self.reasoning, "reasoning") or got
+                if reasoning is not None:
+                    got = self.add_text(reasoning, self.reasoning, "reasoning") or got
                 if got:
                     self.times.append(now)
                     if self.first_ns is None:
@@ -327,6 +362,8 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.exchange: _Exchange | None = None
+        self.tunnel: asyncio.Future | None = None  # a proxy's answer to CONNECT, while it is awaited
+        self.tunnel_buf = b""
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -335,17 +372,42 @@ class _Connection(asyncio.Protocol):
         now = time.monotonic_ns()  # the arrival time of these bytes, taken before any parsing
         if self.exchange is not None:
             self.exchange.feed(data, now)
+        elif self.tunnel is not None:
+            self._tunnel_answer(data)
+
+    def _tunnel_answer(self, data: bytes) -> None:
+        self.tunnel_buf += data
+        end = self.tunnel_buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.tunnel_buf) > 65536 and not self.tunnel.done():
+                self.tunnel.set_exception(_StreamBroken("protocol", "the proxy's answer to CONNECT is over 64 KiB"))
+            return
+        line = self.tunnel_buf[:end].split(b"\r\n", 1)[0].decode("latin-1")
+        parts = line.split(" ", 2)
+        code = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+        if not self.tunnel.done():
+            if code is not None and 200 <= code < 300:
+                self.tunnel.set_result(None)
+            else:
+                self.tunnel.set_exception(_StreamBroken(status_kind(code) if code else "protocol",
+                                                        f"the proxy refused the tunnel: {line[:120]}", code))
 
     def eof_received(self):
         self.closed = True
         if self.exchange is not None:
             self.exchange.eof(None)
+        self._tunnel_lost()
         return False
 
     def connection_lost(self, exc) -> None:
         self.closed = True
         if self.exchange is not None:
             self.exchange.eof(exc)
+        self._tunnel_lost()
+
+    def _tunnel_lost(self) -> None:
+        if self.tunnel is not None and not self.tunnel.done():
+            self.tunnel.set_exception(_StreamBroken("connection", "the proxy closed the connection during CONNECT"))
 
     def usable(self) -> bool:
         return not self.closed and self.transport is not None and not self.transport.is_closing()
@@ -354,6 +416,19 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             self.transport.close()
+
+
+def _chunk_size(line: bytes) -> int:
+    try:
+        size = int(line, 16)
+    except ValueError:
+        try:
+            size = int(line.split(b";", 1)[0], 16)  # a chunk extension
+        except ValueError:
+            raise _StreamBroken("protocol", f"bad chunk size {line[:20]!r}") from None
+    if size < 0:
+        raise _StreamBroken("protocol", f"bad chunk size {line[:20]!r}")
+    return size
 
 
 class _Exchange:
@@ -428,36 +503,42 @@ class _Exchange:
             self._finish(now)
 
     def _chunks(self, data: bytes, now: int) -> None:
+        """Chunked transfer coding. A chunk that arrived whole (size line, data, CRLF) is taken in one
+        step; one split across reads goes through `remaining` (its data bytes still to come, 0 when
+        only its CRLF is missing)."""
         buf = self.buf + data if self.buf else data
         self.buf = b""
-        pos, out = 0, []
-        while pos < len(buf):
-            if self.remaining:  # inside a chunk's data
-                take = buf[pos:pos + self.remaining]
+        pos, out, n = 0, [], len(buf)
+        while pos < n:
+            remaining = self.remaining
+            if remaining:  # inside a chunk's data
+                take = buf[pos:pos + remaining]
                 out.append(take)
                 pos += len(take)
-                self.remaining -= len(take)
+                self.remaining = remaining - len(take)
                 continue
             end = buf.find(b"\r\n", pos)
             if end < 0:
                 self.buf = buf[pos:]
                 break
-            line = buf[pos:end]
-            pos = end + 2
-            if self.remaining == 0:  # the CRLF after a chunk's data
-                self.remaining = None
-                if line:
+            if remaining == 0:  # the CRLF after a chunk's data
+                if end != pos:
                     raise _StreamBroken("protocol", "bad chunk framing")
+                self.remaining = None
+                pos = end + 2
                 continue
-            try:
-                size = int(line.split(b";", 1)[0], 16)
-            except ValueError:
-                raise _StreamBroken("protocol", f"bad chunk size {line[:20]!r}") from None
+            size = _chunk_size(buf[pos:end])
+            pos = end + 2
             if size == 0:  # last chunk (trailers, if any, are ignored)
                 self._content(b"".join(out), now)
                 self._finish(now)
                 return
-            self.remaining = size
+            stop = pos + size
+            if buf[stop:stop + 2] == b"\r\n":  # the whole chunk is here
+                out.append(buf[pos:stop])
+                pos = stop + 2
+            else:
+                self.remaining = size
         self._content(b"".join(out), now)
 
     # - content -
@@ -470,14 +551,14 @@ class _Exchange:
         sse = self.sse + data if self.sse else data
         if b"\r" in sse:
             sse = sse.replace(b"\r\n", b"\n")
-        start = 0
+        blocks = sse.split(b"\n\n")
+        self.sse = blocks.pop()  # an event not yet complete
         answer = self.answer
-        while True:
-            end = sse.find(b"\n\n", start)
-            if end < 0:
-                break
-            block = sse[start:end]
-            start = end + 2
+        for block in blocks:
+            if block[:6] == b"data: " and b"\n" not in block:  # the usual event: one data line
+                self.last_event_ns = now
+                answer.event(block[6:], now)
+                continue
             for line in block.split(b"\n"):
                 if line.startswith(b"data:"):
                     payload = line[5:]
@@ -486,7 +567,6 @@ class _Exchange:
                     self.last_event_ns = now
                     answer.event(payload, now)
                 # comments (": keep-alive"), event:, id:, retry: lines carry no answer and do not count as progress
-        self.sse = sse[start:]
 
     def _finish(self, now: int) -> None:
         self.complete = True
@@ -519,9 +599,17 @@ class _Endpoint:
     ssl: bool
     path: str  # of /chat/completions
     host_header: str
+    proxy: ProxyRoute | None = None
+
+    @property
+    def target(self) -> str:
+        """The request line's target: the path, or the absolute URL for a plain-http proxy."""
+        if self.proxy is not None and not self.ssl:
+            return f"http://{self.host_header}{self.path}"
+        return self.path
 
 
-def _endpoint(base_url: str) -> _Endpoint:
+def _endpoint(base_url: str, environ: Mapping[str, str] | None = None) -> _Endpoint:
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {base_url}")
@@ -531,19 +619,22 @@ def _endpoint(base_url: str) -> _Endpoint:
     shown = f"[{host}]" if ":" in host else host
     default_port = (tls and port == 443) or (not tls and port == 80)
     return _Endpoint(host, port, tls, parts.path.rstrip("/") + "/chat/completions",
-                     shown if default_port else f"{shown}:{port}")
+                     shown if default_port else f"{shown}:{port}", proxy_route(parts.scheme, host, port, environ))
 
 
 class ChatClient:
     """Streams chat completions from one OpenAI-compatible server. Never raises for a failed
     request: every failure becomes a StreamResult with its kind (the run loop decides what next)."""
 
-    def __init__(self, base_url: str, api_key: str | None = None):
-        self.endpoint = _endpoint(base_url)
-        head = (f"POST {self.endpoint.path} HTTP/1.1\r\nHost: {self.endpoint.host_header}\r\n"
+    def __init__(self, base_url: str, api_key: str | None = None, environ: Mapping[str, str] | None = None):
+        """`environ`: where proxy variables are read [default: os.environ]."""
+        self.endpoint = ep = _endpoint(base_url, environ)
+        head = (f"POST {ep.target} HTTP/1.1\r\nHost: {ep.host_header}\r\n"
                 f"User-Agent: {USER_AGENT}\r\nAccept: text/event-stream\r\nContent-Type: application/json\r\n")
         if api_key:
             head += f"Authorization: Bearer {api_key}\r\n"
+        if ep.proxy is not None and ep.proxy.authorization and not ep.ssl:
+            head += f"Proxy-Authorization: {ep.proxy.authorization}\r\n"
         self._head = head.encode("latin-1")
         self._idle: list[_Connection] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -569,21 +660,56 @@ class ChatClient:
             self._idle, self._loop = [], loop
         return self._idle
 
-    async def _connect(self, timeout_s: float) -> _Connection:
-        loop = asyncio.get_running_loop()
-        ssl = None
-        if self.endpoint.ssl:
-            import ssl as ssl_module
+    async def open(self, n: int, timeout_s: float) -> int:
+        """Pool `n` open connections before a measured phase, so that no timed request waits for a
+        connect (its start would then include whatever else the event loop ran meanwhile: at 16 in
+        flight the first wave's start stamps came 13 ms before their bytes reached the server).
+        Returns how many are pooled; a connection that fails is left to the requests to report."""
+        pool = self._pool()
+        missing = max(0, n - sum(1 for conn in pool if conn.usable()))
+        opened = await asyncio.gather(*(self._connect(min(timeout_s, CONNECT_TIMEOUT_MAX_S)) for _ in range(missing)),
+                                      return_exceptions=True)
+        pool.extend(conn for conn in opened if isinstance(conn, _Connection))
+        return len(pool)
 
-            ssl = ssl_module.create_default_context()
-        _, conn = await asyncio.wait_for(
-            loop.create_connection(_Connection, self.endpoint.host, self.endpoint.port, ssl=ssl),
-            timeout=timeout_s)
+    async def _connect(self, timeout_s: float) -> _Connection:
+        return await asyncio.wait_for(self._open(), timeout=timeout_s)
+
+    async def _open(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        ep = self.endpoint
+        context = None
+        if ep.ssl:
+            import ssl
+
+            context = ssl.create_default_context()
+        if ep.proxy is None:
+            _, conn = await loop.create_connection(_Connection, ep.host, ep.port, ssl=context)
+            return conn
+        _, conn = await loop.create_connection(_Connection, ep.proxy.host, ep.proxy.port)
+        if not ep.ssl:  # plain http: requests go to the proxy in absolute form
+            return conn
+        try:  # https: a CONNECT tunnel through the proxy, then TLS with the target inside it
+            authority = f"[{ep.host}]:{ep.port}" if ":" in ep.host else f"{ep.host}:{ep.port}"
+            auth = f"Proxy-Authorization: {ep.proxy.authorization}\r\n" if ep.proxy.authorization else ""
+            conn.tunnel = loop.create_future()
+            conn.transport.write(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n{auth}\r\n".encode("latin-1"))
+            await conn.tunnel
+            conn.tunnel = None
+            conn.transport = await loop.start_tls(conn.transport, conn, context, server_hostname=ep.host)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
-    async def stream(self, body: bytes, timeout_s: float, gap_s: float | None = None) -> StreamResult:
-        """Send one request; `timeout_s` bounds the whole request (connect, first byte, total),
-        `gap_s` (default `timeout_s`) the time between two stream events (comments do not count)."""
+    async def stream(self, body: bytes | Sequence[bytes], timeout_s: float, gap_s: float | None = None
+                     ) -> StreamResult:
+        """Send one request (`body`: its bytes, or parts of them: `RequestBuilder.parts`); `timeout_s`
+        bounds the whole request (connect, first byte, total), `gap_s` (default `timeout_s`) the time
+        between two stream events (comments do not count)."""
+        parts = (body,) if isinstance(body, bytes) else tuple(body)
+        # Head and body joined in one copy, before the clock starts.
+        payload = b"".join((self._head, b"Content-Length: %d\r\n\r\n" % sum(map(len, parts)), *parts))
         start = time.monotonic_ns()
         answer = _Answer()
         deadline = start + int(timeout_s * 1e9)
@@ -603,7 +729,7 @@ class ChatClient:
                 done = loop.create_future()
                 exchange = _Exchange(conn, answer, done, gap)
                 conn.exchange = exchange
-                conn.transport.write(self._head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                conn.transport.write(payload)
                 timer = _Watchdog(loop, exchange, deadline, timeout_s, gap)
                 try:
                     await done

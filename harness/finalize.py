@@ -28,6 +28,7 @@ from harness.errors import HarnessError
 from harness.protocol import CacheReset
 from harness.records import RunClock, RunStatus
 from harness.report.render import run_report
+from harness.report.sweep_report import is_sweep, read_index, sweep_point, sweep_report
 from harness.report.text import quality_lines, summary_lines
 from harness.results import LatencySummary, Manifest, Percentiles, Summary, final_attempts, mark_retried
 from harness.scoring.quality import item_table, quality_summary, score_requests
@@ -224,7 +225,14 @@ def score_command(run_dir: Path) -> list[str]:
     return quality_lines(summary)
 
 
+def report_sweep(folder: Path, out: Path | None = None) -> tuple[Path, Path]:
+    """The sweep report of a sweep folder (`RUN_ID-sweep`), from its index and the levels' stored runs."""
+    points = [sweep_point(open_run(level.run_dir), level.name, level.caches) for level in read_index(folder)]
+    return sweep_report(points, out or folder, Path(folder).name.removesuffix("-sweep"))
+
+
 def report_command(run_dir: Path, out: Path | None = None) -> list[str]:
-    """`bench report`: report.md, report.html and plots of a stored run."""
-    md, page = run_report(open_run(run_dir), out)
+    """`bench report`: report.md, report.html and plots of a stored run (sweep.md, sweep.html and the
+    level curves of a sweep folder)."""
+    md, page = report_sweep(run_dir, out) if is_sweep(run_dir) else run_report(open_run(run_dir), out)
     return [f"wrote {md} and {page}"]

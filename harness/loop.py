@@ -22,7 +22,7 @@ from harness.config import RunSettings, SuiteSpec, Variant, wait_s
 from harness.energy.attribute import PhaseWeights
 from harness.energy.meters import PowerMeter
 from harness.load import LagMonitor, Pacer, cycled
-from harness.progress import Progress
+from harness.progress import LiveEnergy, Progress
 from harness.protocol import warm_up
 from harness.protocol import warmup_items as noise_twins
 from harness.records import RequestRecord, RunClock
@@ -34,6 +34,7 @@ from harness.suite import Suite, SuiteItem
 IDLE_AFTER_SETTLE_S = 3.0  # after the last request, before the idle-after window opens ($BENCH_IDLE_AFTER_SETTLE_S)
 COMMIT_INTERVAL_S = 0.01  # the journal's group commit: records finished within this share one fsync
 POWER_DRAIN_PERIOD_S = 1.0  # power samples go to their journal this often while requests run
+SUPERVISE_PERIOD_S = 0.25  # server, limits and power checked at least this often while requests run
 
 
 @dataclass(frozen=True)
@@ -202,13 +203,18 @@ class WorkLoop:
         self.client: ChatClient | None = None
         self.bodies = RequestBuilder(server.model, spec.settings.sampling, self.max_tokens)
         self.lag = LagMonitor()  # the client's own load while the requests run
+        self.live = LiveEnergy()  # J/request so far, for the progress display only
+        if hasattr(progress, "watch"):  # observers that show no energy need not implement it
+            progress.watch(self.live)
 
     def _mark(self, **changes) -> None:
         self.segment = replace(self.segment, **changes)
         self.on_phase(self.segment)
 
     def _drain(self) -> None:
-        self.store.append_power(self.meter.drain())
+        samples = self.meter.drain()
+        self.live.add(samples)
+        self.store.append_power(samples)
 
     # one event loop, one client -----------------------------------------------------------
     def run(self, units: list[WorkUnit], warmup: tuple[list[SuiteItem], str]) -> Segment:
@@ -224,6 +230,7 @@ class WorkLoop:
             if s.idle_s > 0 and measuring:
                 self.progress.message(f"measuring idle power for {s.idle_s:.0f} s")
                 self._mark(idle_window_ns=await self._idle(s.idle_s))
+                self.live.idle_window(*self.segment.idle_window_ns)
             self._drain()
             if s.warmup:
                 items, source = warmup
@@ -235,8 +242,12 @@ class WorkLoop:
                 self.progress.message(f"warm-up: {report.requests} request(s) in {report.rounds} round(s), "
                                       f"{'settled' if report.settled else 'NOT settled'}")
             self._drain()
+            self.bodies.prepare(u.item for u in units)  # every image encoded before the clock starts
+            # Connections for the first wave, so that no timed request waits for a connect.
+            await self.client.open(min(s.concurrency, len(units)), self.timeout_s)
             self.progress.begin(len(units), self.run_id)
             self._mark(requests_started_ns=time.monotonic_ns())
+            self.live.begin_run(self.segment.requests_started_ns)
             self.pacer = Pacer(s.load(), len(units))
             self.index = {id(u): i for i, u in enumerate(units)}
             try:
@@ -262,13 +273,24 @@ class WorkLoop:
 
     async def _warmup_send(self, item: SuiteItem) -> tuple[bool, float]:
         """One warm-up request (never recorded): (ok, end-to-end seconds)."""
-        result = await self.client.stream(self.bodies.body(item, None), self.timeout_s)
+        result = await self.client.stream(self.bodies.parts(item, None), self.timeout_s)
         return result.status == "ok", (result.end_ns - result.start_ns) / 1e9
 
     async def _passes(self, units: list[WorkUnit]) -> None:
-        passes = sorted({u.sample_index for u in units})
+        by_pass: dict[int, list[WorkUnit]] = {}
+        for u in units:
+            by_pass.setdefault(u.sample_index, []).append(u)
+        passes = sorted(by_pass)
+        if self.spec.between_passes is None and len(passes) > 1:
+            # Nothing to do between passes (--max-requests cycling the suite, say): one stream of requests in
+            # pass order. A barrier per pass drained the pipeline and waited for the journal's commit every
+            # pass: at 64 in flight over a 100-item suite, 18 requests in flight on average.
+            await self._run_units([u for k in passes for u in by_pass[k]])
+            if not self.abort_reason:
+                self._mark(passes_completed=self.segment.passes_completed + len(passes))
+            return
         for n, k in enumerate(passes):
-            await self._run_units([u for u in units if u.sample_index == k])
+            await self._run_units(by_pass[k])
             if self.abort_reason:
                 return
             self._mark(passes_completed=self.segment.passes_completed + 1)
@@ -285,16 +307,21 @@ class WorkLoop:
             self.abort_reason = f"the server at {self.server.base_url} stopped answering /health"
 
     async def _one(self, unit: WorkUnit, sem: asyncio.Semaphore) -> None:
+        """One unit with its retries. Started holding a slot of `sem` (the dispatcher took it when the
+        request was due); a slot is a request in flight: journaling and backoff do not hold one."""
         s = self.spec.settings
         seed = request_seed(s.seed, unit)
-        if not await self.pacer.wait_turn(self.index[id(unit)]):  # the arrival process; False: --duration is over
-            return
-        body = self.bodies.body(unit.item, seed)
         for attempt in range(1, s.max_retries + 2):
-            if self.abort_reason:
-                return
-            async with sem:  # a slot is a request in flight; journaling and backoff do not hold one
+            if attempt > 1:
+                await sem.acquire()
+            try:
+                if self.abort_reason:
+                    return
+                # Built in the slot (once; retries reuse it): never every waiting request's body at once.
+                body = self.bodies.parts(unit.item, seed)
                 result = await self.client.stream(body, self.timeout_s)
+            finally:
+                sem.release()
             if result.status == "ok" and result.model and result.model != self.server.model:
                 wrong = f"answered as model '{result.model}', asked '{self.server.model}'"
                 result = StreamResult(**{**asdict(result), "status": "wrong_model", "error": wrong})
@@ -321,37 +348,57 @@ class WorkLoop:
                                      f"{s.max_failure_share:.0%} (--max-failure-share)")
 
     async def _run_units(self, units: list[WorkUnit]) -> None:
-        """Supervise: after each finished request and at least once a second, journal the power
-        samples, check the server and the limits. Finished tasks are handed over by done-callbacks,
-        so this costs O(1) per request (asyncio.wait over every task would cost O(tasks) each time)."""
+        """Dispatch and supervise. The dispatcher walks the units in order, waits for each one's send
+        time (the arrival process) and a free slot, and only then starts its task: at most
+        `concurrency` requests (and those still journaling) have a task, so a long run neither holds
+        a task per request nor spends a burst of event-loop time on them when it starts (which
+        delayed the first wave's timestamps). The supervisor journals the power samples, checks the
+        server and the limits at least 4 times a second, and at once when a task fails, an abort is
+        asked for, or the last request ends; it costs nothing per request."""
         s = self.spec.settings
+        loop = asyncio.get_running_loop()
         sem = asyncio.Semaphore(s.concurrency)
-        tasks = [asyncio.create_task(self._one(u, sem)) for u in units]
         deadline = None if s.max_duration_s is None else self.started_s + s.max_duration_s
+        live: set[asyncio.Task] = set()
         completed: list[asyncio.Task] = []
         wake = asyncio.Event()
 
         def finished(task: asyncio.Task) -> None:
+            live.discard(task)
             completed.append(task)
-            wake.set()
+            if task.cancelled() or task.exception() is not None or self.abort_reason or \
+                    (not live and dispatcher.done()):
+                wake.set()
 
-        for t in tasks:
-            t.add_done_callback(finished)
-        loop = asyncio.get_running_loop()
-        ticker = loop.create_task(_tick(wake, POWER_DRAIN_PERIOD_S))
-        left, last_drain_s = len(tasks), time.monotonic()
+        async def dispatch() -> None:
+            for unit in units:
+                # The arrival process; False: --duration is over, and so for every later unit.
+                if self.abort_reason or not await self.pacer.wait_turn(self.index[id(unit)]):
+                    return
+                await sem.acquire()
+                if self.abort_reason:
+                    sem.release()
+                    return
+                task = loop.create_task(self._one(unit, sem))
+                live.add(task)
+                task.add_done_callback(finished)
+
+        dispatcher = loop.create_task(dispatch())
+        dispatcher.add_done_callback(lambda _: wake.set())
+        ticker = loop.create_task(_tick(wake, SUPERVISE_PERIOD_S))
+        last_drain_s = time.monotonic()
         try:
-            while left:
+            while True:
                 await wake.wait()
                 wake.clear()
                 done, completed[:] = list(completed), []
-                left -= len(done)
                 if deadline is not None and time.monotonic() >= deadline and self.abort_reason is None:
                     self.abort_reason = f"the run reached its wall-clock limit (--max-duration-s {s.max_duration_s:g})"
                 now = time.monotonic()
                 if now - last_drain_s >= POWER_DRAIN_PERIOD_S:  # power journal (fsynced) on the writer thread
                     last_drain_s = now
                     samples = self.meter.drain()
+                    self.live.add(samples)
                     if samples:
                         await loop.run_in_executor(self.journal.executor, self.store.append_power, samples)
                 if self.launched is not None and self.abort_reason is None:
@@ -360,11 +407,16 @@ class WorkLoop:
                     return
                 for t in done:
                     t.result()  # a bug in the loop (or a full disk) must surface, not vanish
+                if dispatcher.done():
+                    dispatcher.result()
+                    if not live:
+                        return
         finally:
             ticker.cancel()
-            for t in tasks:
+            dispatcher.cancel()
+            for t in list(live):
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(dispatcher, *live, return_exceptions=True)
 
 
 async def _tick(event: asyncio.Event, period_s: float) -> None:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from PIL import Image
 
+from harness import proxies
 from harness.suite import SuiteItem
 
 
@@ -102,7 +103,7 @@ def reset_caches(base_url: str, api_key: str | None = None, timeout_s: float = 3
     for route in CACHE_RESET_ROUTES:
         request = urllib.request.Request(f"{root}/{route}", data=b"", method="POST", headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            with proxies.urlopen(request, timeout=timeout_s) as response:
                 body = response.read()
             # reset_prefix_cache answers {"success": bool} (false while blocks are in use); the others 200.
             answer = json.loads(body) if body.strip() else {}

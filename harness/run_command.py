@@ -14,6 +14,7 @@ from harness.credentials import check_base_url, read_api_key
 from harness.energy.attribute import PhaseWeights
 from harness.errors import ConfigError
 from harness.finalize import open_run
+from harness.history import row_from_run
 from harness.load import parse_levels, sweep_specs
 from harness.loop import RunSpec
 from harness.progress import for_terminal
@@ -21,7 +22,7 @@ from harness.protocol import Protocol
 from harness.records import EnergyMode
 from harness.report.text import summary_lines
 from harness.runner import execute, resume_spec
-from harness.sweep import run_sweep, sweep_lines
+from harness.sweep import run_sweep, sweep_folder, sweep_lines
 
 ENERGY_MODES = tuple(m.value for m in EnergyMode)
 PROTOCOLS = tuple(p.value for p in Protocol)
@@ -90,7 +91,7 @@ def run(options: RunOptions) -> list[str]:
                               f"started with (see its manifest.json); start a new run to change them")
         run_dir = execute(resume_spec(o.resume_dir, base_url=base_url, model=o.model, api_key=api_key),
                           for_terminal(o.quiet))
-        return summary_lines(open_run(run_dir).summary, run_dir)
+        return final_lines(run_dir)
     # --base-url attaches; with --variant too, the run records that variant's declared setup.
     v = load_variant(o.variant) if o.variant else (None if base_url else load_variant(DEFAULT_VARIANT))
     if v is not None and o.model_path:
@@ -127,7 +128,13 @@ def run(options: RunOptions) -> list[str]:
     levels = sweep_specs(settings.load(), levels_c, levels_r)
     if len(levels) > 1:
         rows = run_sweep(spec, levels, for_terminal(o.quiet))
-        return [*(line for row in rows for line in summary_lines(open_run(row.run_dir).summary, row.run_dir)),
-                *sweep_lines(rows)]
+        return [*(line for row in rows for line in final_lines(row.run_dir)), *sweep_lines(rows),
+                f"sweep report: {sweep_folder(spec) / 'sweep.html'}"]
     run_dir = execute(spec, for_terminal(o.quiet))
-    return summary_lines(open_run(run_dir).summary, run_dir)
+    return final_lines(run_dir)
+
+
+def final_lines(run_dir: Path) -> list[str]:
+    """The lines `bench run` ends with: the run's figures, J/request and quality with their intervals."""
+    run = open_run(run_dir)
+    return summary_lines(run.summary, run_dir, row_from_run(run))

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import yaml
 
+from harness import proxies
 from harness.config import Variant, default_engine_venv, wait_s
 from harness.credentials import check_base_url, redact_secrets, redact_url
 from harness.errors import ServerError
@@ -54,7 +55,7 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 def _get_json(url: str, timeout: float = 5.0, api_key: str | None = None):
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
+    with proxies.urlopen(request, timeout=timeout) as response:
         body = response.read()
     return json.loads(body) if body else None
 

@@ -26,6 +26,7 @@ import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import orjson
 import pandas as pd
 
 from harness.errors import ResultsError
@@ -204,7 +205,14 @@ class RunStore:
         in that order (the run loop's group commit, on a writer thread)."""
         record = replace(record, seq=self._seq)
         self._seq += 1
-        # ensure_ascii keeps any string the server sent (lone surrogates included) as valid JSON.
+        # orjson first (a third of the cost, on the event loop); the line must stay ASCII JSON, so any
+        # other text (and what orjson refuses: lone surrogates) takes json.dumps with ensure_ascii.
+        try:
+            line = orjson.dumps(record.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY)
+            if line.isascii():
+                return record, line.decode("ascii") + "\n"
+        except TypeError:
+            pass
         return record, json.dumps(jsonable(record.to_dict()), ensure_ascii=True) + "\n"
 
     def append_request_lines(self, lines: list[str]) -> None:

@@ -128,3 +128,85 @@ def energy_vs_quality(points: list[dict], threshold_quality: float | None, path:
     ax.set_ylabel("quality (mean score)")
     ax.set_title("Energy vs quality")
     return _save(fig, path)
+
+
+# --- sweeps: one point per level -------------------------------------------------------------------
+
+def _level_axis(ax, x: list[float], label: str, log_x: bool) -> None:
+    if log_x:  # concurrency 1, 4, 16, 64: evenly spaced on a log axis, ticks at the levels themselves
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(x, [f"{v:g}" for v in x])
+    ax.minorticks_off()
+    ax.set_xlabel(label)
+    ax.grid(alpha=0.3)
+
+
+def level_curves(x: list[float], curves: list[tuple[str, list, list | None, list | None]], *, xlabel: str,
+                 ylabel: str, title: str, path: Path, log_x: bool = False) -> Path | None:
+    """Curves over sweep levels: `curves` holds (label, y, low, high) with None where unknown;
+    low/high (a confidence interval) become error bars where both are known."""
+    drawn = [(label, y, lo, hi) for label, y, lo, hi in curves if any(v is not None for v in y)]
+    if not x or not drawn:
+        return None
+    fig, ax = pyplot().subplots(figsize=(7.5, 4))
+    for label, y, lo, hi in drawn:
+        xs = [xv for xv, yv in zip(x, y, strict=True) if yv is not None]
+        ys = [yv for yv in y if yv is not None]
+        line = ax.plot(xs, ys, marker="o", label=label)[0]
+        if lo is not None and hi is not None:
+            bars = [(xv, yv, yv - a, b - yv) for xv, yv, a, b in zip(x, y, lo, hi, strict=True)
+                    if yv is not None and a is not None and b is not None]
+            if bars:
+                bx, by, below, above = zip(*bars, strict=True)
+                ax.errorbar(bx, by, yerr=[below, above], fmt="none", capsize=4, color=line.get_color())
+    _level_axis(ax, x, xlabel, log_x)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def latency_by_level(x: list[float], panels: list[tuple[str, dict[str, list]]], *, xlabel: str, path: Path,
+                     log_x: bool = False) -> Path | None:
+    """One panel per latency (TTFT, ITL, end-to-end), one curve per percentile (p50, p90, p99), in ms."""
+    panels = [(name, by_q) for name, by_q in panels if any(v is not None for ys in by_q.values() for v in ys)]
+    if not x or not panels:
+        return None
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(4 * len(panels), 3.8), squeeze=False)
+    for ax, (name, by_q) in zip(axes[0], panels, strict=True):
+        for q, ys in by_q.items():
+            pts = [(xv, yv * 1e3) for xv, yv in zip(x, ys, strict=True) if yv is not None]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", label=q)
+        _level_axis(ax, x, xlabel, log_x)
+        ax.set_ylabel(f"{name} (ms)")
+        ax.set_title(name)
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def energy_latency_tradeoff(points: list[dict], path: Path) -> Path | None:
+    """The energy–latency trade-off of a sweep: one point per level at (e2e latency, J/request), at
+    p50 and at p99, each labelled with its level, joined in level order."""
+    usable = [p for p in points if p.get("j_per_request") is not None
+              and (p.get("e2e_p50_s") is not None or p.get("e2e_p99_s") is not None)]
+    if not usable:
+        return None
+    fig, ax = pyplot().subplots(figsize=(7.5, 4.5))
+    for key, label, marker in (("e2e_p50_s", "end-to-end p50", "o"), ("e2e_p99_s", "end-to-end p99", "s")):
+        pts = [(p[key], p["j_per_request"], p["label"]) for p in usable if p.get(key) is not None]
+        if not pts:
+            continue
+        xs, ys, _ = zip(*pts, strict=True)
+        ax.plot(xs, ys, marker=marker, label=label)
+    for p in usable:  # each level labelled once, its p50 and p99 joined at the same J/request
+        known = [p[k] for k in ("e2e_p50_s", "e2e_p99_s") if p.get(k) is not None]
+        ax.plot(known, [p["j_per_request"]] * len(known), color="#999", lw=0.8, ls=":")
+        ax.annotate(p["label"], (known[0], p["j_per_request"]), textcoords="offset points", xytext=(-4, 6),
+                    ha="right", fontsize=8)
+    ax.set_xlabel("end-to-end latency (s)")
+    ax.set_ylabel("energy per request (J)")
+    ax.set_title("Energy–latency trade-off (one point per level)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.history import RunRow
 from harness.results import Summary
 from harness.scoring.gate import GateResult, RatioEstimate
 
@@ -33,26 +34,36 @@ def gate_lines(result: GateResult, baseline_id: str, candidate_id: str) -> list[
     return lines
 
 
-def _fmt(value, unit: str) -> str:
-    return "n/a" if value is None else f"{value:.3f} {unit}"
+def _num(value, unit: str = "", digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}g}{' ' + unit if unit else ''}"
 
 
-def summary_lines(summary: Summary, run_dir: Path) -> list[str]:
-    """What `bench run` and `bench reanalyze` print about one run."""
+def _ci(low, high) -> str:
+    return "" if low is None or high is None else f" [95% CI {low:.3g}, {high:.3g}]"
+
+
+def summary_lines(summary: Summary, run_dir: Path, row: RunRow | None = None) -> list[str]:
+    """What `bench run` and `bench reanalyze` print about one run: counts and latency, throughput,
+    J/request (total and above idle) and quality. With the run's history row (`history.row_from_run`),
+    J/request and quality come with their 95 % intervals — the history's definitions, so these lines,
+    the sweep report and a trend never disagree."""
     lat, energy, quality = summary.latency, summary.energy, summary.quality
-    lines = [f"run {summary.run_id}: {lat.ok}/{lat.requests} ok, "
-             f"e2e p50 {_fmt(lat.e2e_s.p50, 's')}, ttft p50 {_fmt(lat.ttft_s.p50, 's')}"]
+    lines = [f"run {summary.run_id}: {lat.ok}/{lat.requests} ok, e2e p50 {_num(lat.e2e_s.p50, 's')} "
+             f"p99 {_num(lat.e2e_s.p99, 's')}, ttft p50 {_num(lat.ttft_s.p50, 's')} p99 {_num(lat.ttft_s.p99, 's')}"]
     if lat.requests_per_s is not None:
         lines.append(f"throughput: {lat.requests_per_s:.2f} req/s, {lat.output_tokens_per_s or 0:.1f} output tokens/s")
     if energy.available:
-        lines.append(f"energy: {energy.total_j:.1f} J total ({energy.source}), "
-                     f"{_fmt(energy.j_per_request_mean, 'J/request')}, idle {_fmt(energy.idle_power_w, 'W')}")
+        lines.append(f"energy: {energy.total_j:.1f} J total ({energy.source}), idle {_num(energy.idle_power_w, 'W')}")
+        j_ci = _ci(row.j_per_request_low, row.j_per_request_high) if row else ""
+        above_ci = _ci(row.above_idle_j_per_request_low, row.above_idle_j_per_request_high) if row else ""
+        lines.append(f"J/request: {_num(energy.j_per_request_mean)}{j_ci}, above idle "
+                     f"{_num(energy.above_idle_j_per_request_mean)}{above_ci} ({energy.headline_requests} requests)")
     else:
         lines.append(f"energy: unavailable ({energy.unavailable_reason})")
     if quality.overall is not None:
-        lines.append(f"quality: {quality.overall:.3f} overall over {quality.items} items ("
-                     + ", ".join(f"{task} {'n/a' if value is None else format(value, '.3f')}"
-                                 for task, value in quality.by_task.items()) + ")")
+        q_ci = _ci(row.quality_low, row.quality_high) if row else ""
+        lines.append(f"quality: {quality.overall:.3f}{q_ci} overall over {quality.items} items ("
+                     + ", ".join(f"{task} {_num(value)}" for task, value in quality.by_task.items()) + ")")
     lines += [f"flag: {flag}" for flag in summary.all_flags]
     lines.append(f"results: {run_dir}")
     return lines

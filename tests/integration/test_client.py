@@ -9,7 +9,15 @@ import time
 import pandas as pd
 import pytest
 
-from harness.client import ChatClient, RequestBuilder, StreamResult, encode_body, parse_retry_after, retry_delay_s
+from harness.client import (
+    ChatClient,
+    RequestBuilder,
+    StreamResult,
+    build_request,
+    encode_body,
+    parse_retry_after,
+    retry_delay_s,
+)
 from harness.config import Sampling
 from harness.suite import SuiteItem
 from tests.conftest import bench
@@ -128,7 +136,13 @@ def test_ttft_and_e2e_follow_the_server_delays(mock_server):
 def test_bodies_are_built_once_and_merge_vllm_fields():
     builder = RequestBuilder("m", Sampling(ignore_eos=True), 16)
     first = builder.body(ITEM, 1)
-    assert builder.body(ITEM, 1) is first and builder.body(ITEM, 2) is not first
+    assert builder.parts(ITEM, 1) is builder.parts(ITEM, 1) and builder.parts(ITEM, 2) is not builder.parts(ITEM, 1)
+    assert builder.parts(ITEM, 1)[1] is builder.parts(ITEM, 2)[1]  # one copy of the image per item
+    other = RequestBuilder("m", Sampling(), 16)
+    other.prepare([ITEM])
+    assert set(other._urls) == {ITEM.id}  # encoded ahead, before any body is asked for
+    # The image spliced into the encoded small body gives the very bytes of encoding the whole request.
+    assert first == encode_body(build_request(ITEM, "m", Sampling(ignore_eos=True), 16, 1))
     sent = json.loads(first)
     assert sent["ignore_eos"] is True and sent["top_k"] == 64 and "extra_body" not in sent
     assert encode_body({"a": 1, "extra_body": {"b": 2}}) == b'{"a":1,"b":2}'

@@ -32,6 +32,25 @@ def test_max_requests_cycles_the_suite_at_a_rate_quietly(mock_server, tmp_path):
     assert load["lag_p99_ms"] >= 0 and "saturated" in load and manifest["settings"]["max_requests"] == 7
 
 
+def test_cycling_a_suite_smaller_than_the_concurrency_keeps_every_slot_busy(mock_server, tmp_path):
+    """--max-requests cycles the suite in passes; with nothing to run between passes, a pass is no barrier:
+    4 in flight over a 3-item suite (a barrier per pass allowed at most 3, and drained between passes)."""
+    server = mock_server("--ttft-ms", "150", "--itl-ms", "0", "--tokens", "2")
+    assert bench("synthetic-suite", tmp_path / "synth", "--images", "3x40x30:png").returncode == 0
+    result = run(server, tmp_path, "cyc", "--suite", tmp_path / "synth", "--max-requests", "8", "--concurrency", "4",
+                 "--quiet")
+    assert result.returncode == 0, result.stderr
+    requests = pd.read_parquet(tmp_path / "cyc" / "requests.parquet")
+    events = sorted([(t, 1) for t in requests["start_ns"]] + [(t, -1) for t in requests["end_ns"]])
+    in_flight, most = 0, 0
+    for _, step in events:
+        in_flight += step
+        most = max(most, in_flight)
+    assert len(requests) == 8 and most == 4
+    manifest = json.loads((tmp_path / "cyc" / "manifest.json").read_text())
+    assert manifest["segments"][-1]["passes_completed"] == 3
+
+
 def test_duration_ends_a_complete_run_and_max_duration_an_interrupted_one(mock_server, tmp_path):
     server = mock_server("--ttft-ms", "200", "--itl-ms", "0", "--tokens", "2")
     done = run(server, tmp_path, "dur", "--limit", "20", "--request-rate", "8", "--burstiness", "4",
@@ -77,10 +96,18 @@ def test_a_concurrency_list_is_a_sweep_of_runs(mock_server, tmp_path):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "sw-c1" / "summary.json").exists() and (tmp_path / "sw-c2" / "summary.json").exists()
     table = result.stdout[result.stdout.index("level"):].splitlines()
-    assert [line.split()[0] for line in table[1:]] == ["c1", "c2"]
+    assert [line.split()[0] for line in table[1:3]] == ["c1", "c2"]
     assert table[1].endswith("fresh server") and table[2].endswith("reset")
     # The same items at every level, each level first-seen: the caches were reset in between.
     for level in ("sw-c1", "sw-c2"):
         assert (pd.read_parquet(tmp_path / level / "requests.parquet")["cached_tokens"] == 0).all()
+    # The sweep report: written at the end, and rebuilt from the stored runs by `bench report`.
+    assert "sweep report:" in result.stdout and (tmp_path / "sw-sweep" / "sweep.html").exists()
+    (tmp_path / "sw-sweep" / "sweep.md").unlink()
+    again = bench("report", tmp_path / "sw-sweep")
+    assert again.returncode == 0, again.stderr
+    text = (tmp_path / "sw-sweep" / "sweep.md").read_text()
+    assert "| c1 |" in text and "| c2 |" in text and "sweep_latency.png" in text
+    assert "No energy curves" in text  # the mock server has no GPU
     bad = run(server, tmp_path, "bad", "--concurrency", "1,x")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--concurrency" in bad.stderr

@@ -105,3 +105,18 @@ def test_a_newer_schema_is_refused(tmp_path):
     with pytest.raises(Exception, match="schema 99"):
         store.read_manifest(tmp_path)
     assert not math.isnan(0.0)
+
+
+def test_journal_lines_are_ascii_json_of_the_record_whatever_the_text(tmp_path):
+    """The fast path (orjson) and the fallback (json.dumps, ensure_ascii) write the same values; every line is
+    ASCII, so a reader in any locale reads it."""
+    from harness.records import RequestRecord
+    from harness.results import jsonable
+
+    store_ = RunStore.__new__(RunStore)
+    store_._seq = 0
+    for text in ("plain answer", "café ☕ 😀", "lone \ud83d surrogate", "nan"):
+        record = RequestRecord(**{**row("a", 1), "references": ("x",), "output_text": text, "itl_mean_s": math.nan})
+        numbered, line = store_.journal_line(record)
+        assert line.isascii() and line.endswith("\n")
+        assert json.loads(line) == jsonable(numbered.to_dict())  # NaN as null, tuples as lists, text unchanged
