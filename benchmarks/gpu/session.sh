@@ -147,20 +147,8 @@ for folder in sys.argv[1:]:
     config["vision_config"]["rope_parameters"] = {"rope_type": "default", "rope_theta": 100.0}
     json.dump(config, open(path, "w"), indent=2)
 PY
-  OUT="$OUT" python3 - <<'PY'
-import os, torch
-s = torch.load("/tmp/refwork/checkpoint.pt", weights_only=False, map_location="cpu")
-s.pop("opt")
-# A returned file may hold 16 MiB: the weights in bf16, split in two by size (join: {**a["model"], **b["model"]}).
-weights = {k: v.to(torch.bfloat16) for k, v in s["model"].items()}
-total, acc, first = sum(v.numel() * 2 for v in weights.values()), 0, {}
-for k, v in weights.items():
-    if acc < total / 2:
-        first[k] = v
-        acc += v.numel() * 2
-for part, model in (("a", first), ("b", {k: v for k, v in weights.items() if k not in first})):
-    torch.save({**s, "model": model}, os.path.join(os.environ["OUT"], f"reference-state-{part}.pt"))
-PY
+  python3 benchmarks/models/train_reference.py --work /tmp/refwork split \
+    --parts "$OUT/reference-state-a.pt" "$OUT/reference-state-b.pt" 2>&1 | grep -v -E "Warning|warn\(" | tail -1
   cp "$RESULTS/log-train.txt" "$OUT/log-train.txt"
   log "reference models ready in $REFMODELS; $(du -ch "$OUT"/reference-state-*.pt | tail -1 | cut -f1) of state in \$OUT"
 }

@@ -466,10 +466,29 @@ def write_card(out: Path, record: dict, runs: list[Path], note: str = "") -> Non
     (out / "README.md").write_text("\n".join(lines) + "\n")
 
 
+def split(args) -> None:
+    """Writes --work's checkpoint as the files a GPU session returns (benchmarks/gpu/session.sh
+    `refmodels`): the weights in bf16 without the optimiser, split by size into the --parts files,
+    because a returned file may hold 16 MiB. `join` puts them back together."""
+    import torch
+
+    state = torch.load(Path(args.work) / "checkpoint.pt", weights_only=False, map_location="cpu")
+    state.pop("opt", None)
+    weights = {k: v.to(torch.bfloat16) for k, v in state["model"].items()}
+    share = sum(v.numel() * v.element_size() for v in weights.values()) / len(args.parts)
+    parts: list[dict] = [{} for _ in args.parts]
+    filled = 0
+    for name, tensor in weights.items():
+        parts[min(int(filled // share), len(parts) - 1)][name] = tensor
+        filled += tensor.numel() * tensor.element_size()
+    for path, part in zip(args.parts, parts, strict=True):
+        torch.save({**state, "model": part}, path)
+    print(f"split step {state['step']} into {', '.join(args.parts)}")
+
+
 def join(args) -> None:
-    """Joins the weight files a GPU session returns (benchmarks/gpu/session.sh `refmodels`: the trained
-    state in bf16, split in two because a returned file may hold 16 MiB) into --work's checkpoint.pt,
-    for `export` here."""
+    """Joins the files `split` wrote (returned by a GPU session) into --work's checkpoint.pt, for
+    `export` here."""
     import torch
 
     states = [torch.load(p, weights_only=False, map_location="cpu") for p in args.parts]
@@ -541,15 +560,16 @@ def main() -> None:
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--scores", nargs="*", default=[], help="bench run folders of the served model, for the card")
     ap.add_argument("--note", default="", help="a paragraph for the card's Notes (e.g. the machine and wall time)")
-    ap.add_argument("--parts", nargs="*", default=[], help="join: the weight files a GPU session returned")
-    ap.add_argument("mode", nargs="?", choices=("train", "export", "eval", "card", "join", "all"), default="all")
+    ap.add_argument("--parts", nargs="*", default=[], help="split/join: the weight files a GPU session returns")
+    ap.add_argument("mode", nargs="?", choices=("train", "export", "eval", "card", "split", "join", "all"),
+                    default="all")
     args = ap.parse_args()
     if args.mode == "card":  # only rewrite README.md of an exported folder (e.g. with --scores)
         out = Path(args.out)
         write_card(out, json.loads((out / "training.json").read_text()), [Path(r) for r in args.scores], args.note)
         return
-    if args.mode == "join":
-        join(args)
+    if args.mode in ("split", "join"):
+        (split if args.mode == "split" else join)(args)
         return
     if args.mode in ("train", "all"):
         train(args)
