@@ -43,7 +43,7 @@ def tests(session: nox.Session) -> None:
     """Unit + integration tests (mock server, CPU engine, browser), and the GPU-trace replays."""
     _engine(session)
     session.install("-e", ".[test]")
-    # Two workers; the engine tests share one of them (tests/conftest.py), so one engine runs at a time.
+    # Four workers; the engine tests share one of them (tests/conftest.py), so one engine runs at a time.
     session.run("pytest", "-q", "-ra", "-n", "4", "--dist", "loadgroup", *session.posargs,
                 env={"PYTHONUNBUFFERED": "1"})
 

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -105,12 +106,19 @@ def level_name(spec: LoadSpec) -> str:
 
 
 class Pacer:
-    """Holds each request until its send time; says when --duration is over."""
+    """Holds each request until its send time; says when --duration is over.
 
-    def __init__(self, spec: LoadSpec, n: int, start_ns: int | None = None):
+    Every send time is counted from the phase's start, never from the previous wake-up, so a timer
+    that fires late (a busy machine) delays that one request and does not shift the rest. `clock_ns`
+    and `sleep` are the seam the tests drive with a virtual clock."""
+
+    def __init__(self, spec: LoadSpec, n: int, start_ns: int | None = None, *,
+                 clock_ns: Callable[[], int] = time.monotonic_ns,
+                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep):
         self.spec = spec
+        self.clock_ns, self.sleep = clock_ns, sleep
         self.offsets_ns = (arrival_offsets_s(n, spec.request_rate, spec.burstiness, spec.seed) * 1e9).astype(np.int64)
-        self.start_ns = time.monotonic_ns() if start_ns is None else start_ns
+        self.start_ns = clock_ns() if start_ns is None else start_ns
         self.end_ns = None if spec.duration_s is None else self.start_ns + int(spec.duration_s * 1e9)
 
     def due_ns(self, index: int) -> int:
@@ -121,10 +129,10 @@ class Pacer:
         due = self.due_ns(index)
         if self.end_ns is not None and due >= self.end_ns:
             return False
-        delay = (due - time.monotonic_ns()) / 1e9
-        if delay > 0:
-            await asyncio.sleep(delay)
-        return self.end_ns is None or time.monotonic_ns() < self.end_ns
+        delay_s = (due - self.clock_ns()) / 1e9
+        if delay_s > 0:
+            await self.sleep(delay_s)
+        return self.end_ns is None or self.clock_ns() < self.end_ns
 
 
 # --- the client's own load --------------------------------------------------------------------------

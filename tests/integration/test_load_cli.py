@@ -7,6 +7,7 @@ import json
 import pandas as pd
 
 from tests.conftest import bench, cli
+from tests.timing import SCHEDULING_SLACK_S
 
 
 def run(server, tmp_path, run_id, *extra):
@@ -67,13 +68,14 @@ def test_duration_ends_a_complete_run_and_max_duration_an_interrupted_one(mock_s
 
 def test_rate_limited_requests_wait_retry_and_are_resent_on_resume(mock_server, tmp_path):
     server = mock_server("--ttft-ms", "1", "--itl-ms", "0", "--tokens", "2")
-    server.control(mode="unavailable", unavailable_status=429, retry_after="0.3", mode_times=1)
+    # A Retry-After longer than the first backoff (0.5 s): waiting it out is a physical lower bound.
+    server.control(mode="unavailable", unavailable_status=429, retry_after="0.8", mode_times=1)
     result = run(server, tmp_path, "r429", "--limit", "1")
     assert result.returncode == 0, result.stderr
     requests = pd.read_parquet(tmp_path / "r429" / "requests.parquet").sort_values("start_ns")
     assert requests["status"].tolist() == ["http_429", "ok"]
     waited = (requests["start_ns"].iloc[1] - requests["end_ns"].iloc[0]) / 1e9
-    assert 0.3 <= waited < 1.0  # Retry-After, not the 0.5 s backoff
+    assert 0.8 <= waited < 0.8 + SCHEDULING_SLACK_S  # Retry-After, not the 0.5 s backoff
     server.control(mode="unavailable", unavailable_status=503, retry_after="0", mode_times=2)
     first = run(server, tmp_path, "r503", "--limit", "2", "--max-retries", "0")
     assert first.returncode == 0
