@@ -19,6 +19,8 @@
 #               the GPU-trained weights share one tokenizer
 #   refmodels S wait up to S s for the training, export the reference model (+ convert reference-fp8)
 #               into $REFMODELS, and put the trained state (bf16, two files) into $OUT for the local export
+#   refcopy     the committed reference models (benchmarks/models/reference, reference-fp8) into
+#               $REFMODELS, for nightly-reference.yaml without training again
 #   nightly CFG `bench nightly --config CFG`, detached; its results go where CFG says (under $RESULTS)
 # The machine forgets everything 30 s after a call: make the calls back to back.
 set -uo pipefail
@@ -127,6 +129,26 @@ train() {
   log "training on GPU $gpu: $*"
 }
 
+name_vision_rope() {
+  # The payload's transformers 5.10 names the vision tower's rope "default" (the portable config
+  # leaves the name out; it is said explicitly here, where only 5.10 reads these folders).
+  python3 - "$REFMODELS"/reference* <<'PY'
+import json, sys
+for folder in sys.argv[1:]:
+    path = f"{folder}/config.json"; config = json.load(open(path))
+    config["vision_config"]["rope_parameters"] = {"rope_type": "default", "rope_theta": 100.0}
+    json.dump(config, open(path, "w"), indent=2)
+PY
+}
+
+refcopy() {
+  # Into /tmp, like refmodels: the checkout is copied afresh at every call.
+  rm -rf "$REFMODELS" && mkdir -p "$REFMODELS"
+  cp -r benchmarks/models/reference benchmarks/models/reference-fp8 "$REFMODELS/"
+  name_vision_rope
+  log "committed reference models copied to $REFMODELS: $(du -sh "$REFMODELS" | cut -f1)"
+}
+
 refmodels() {
   local until=$(($(date +%s) + ${1:-600}))
   while pgrep -f "[t]rain_reference.py" > /dev/null && [ "$(date +%s)" -lt "$until" ]; do sleep 2; done
@@ -138,15 +160,7 @@ refmodels() {
   python3 benchmarks/models/train_reference.py --work /tmp/refwork --out "$REFMODELS/reference" \
     --sharpen "${SHARPEN:-4.0}" --softcap "${SOFTCAP:-100.0}" export 2>&1 | grep -v -E "Warning|warn\(|Writing" | tail -2
   python3 benchmarks/models/convert_fp8.py "$REFMODELS/reference" "$REFMODELS/reference-fp8" 2>&1 | tail -1
-  # The payload's transformers 5.10 names the vision tower's rope "default" (the portable config
-  # leaves the name out; it is said explicitly here, where only 5.10 reads these folders).
-  python3 - "$REFMODELS"/reference* <<'PY'
-import json, sys
-for folder in sys.argv[1:]:
-    path = f"{folder}/config.json"; config = json.load(open(path))
-    config["vision_config"]["rope_parameters"] = {"rope_type": "default", "rope_theta": 100.0}
-    json.dump(config, open(path, "w"), indent=2)
-PY
+  name_vision_rope
   python3 benchmarks/models/train_reference.py --work /tmp/refwork split \
     --parts "$OUT/reference-state-a.pt" "$OUT/reference-state-b.pt" 2>&1 | grep -v -E "Warning|warn\(" | tail -1
   cp "$RESULTS/log-train.txt" "$OUT/log-train.txt"
@@ -179,6 +193,7 @@ while [ $# -gt 0 ]; do
     train) shift; gpu=$1 stop_s=$2; shift 2; ta=(); while [ $# -gt 0 ] && [[ "$1" != -- ]]; do ta+=("$1"); shift; done
            train "$gpu" "$stop_s" "${ta[@]}" ;;
     refmodels) shift; refmodels "$1" ;;
+    refcopy) refcopy ;;
     nightly) shift; nightly "$1" ;;
     cli) shift; python3 -m harness.cli "$@" --results-dir "$RESULTS" 2>&1 | grep -v -E "Warning|warn\(" | tail -40
          tar -czf "$OUT/results-cli.tgz" -C "$RESULTS" . ; exit 0 ;;
