@@ -245,7 +245,8 @@ def run_child(cmd: list[str], env: dict | None = None, timeout: float = 240) -> 
 
 
 def client_bench(url, inputs, c, n, work: Path):
-    import pandas as pd
+    sys.path.insert(0, str(ROOT))
+    from harness.store import read_requests
 
     run_id = f"r{time.monotonic_ns()}"
     cmd = [sys.executable, "-m", "harness.cli", "run", "--base-url", url, "--model", MODEL, "--suite",
@@ -253,7 +254,7 @@ def client_bench(url, inputs, c, n, work: Path):
            str(TOKENS), "--results-dir", str(work), "--run-id", run_id, "--max-requests", str(n),
            "--max-retries", "0", "--quiet"]
     cpu, _ = run_child(cmd, env={"PYTHONPATH": str(ROOT)})
-    df = pd.read_parquet(work / run_id / "requests.parquet")
+    df = read_requests(work / run_id)
     shutil.rmtree(work / run_id, ignore_errors=True)
     ok = df[df["status"] == "ok"]
     window = (df["end_ns"].max() - df["start_ns"].min()) / 1e9

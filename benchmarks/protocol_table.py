@@ -17,12 +17,12 @@ import numpy as np
 
 from harness.finalize import compute
 from harness.results import J_PER_WH
-from harness.store import load_run, read_requests
+from harness.store import find_runs, load_run, read_requests
 
 
 def runs(root: Path):
-    for summary in sorted(root.rglob("summary.json")):
-        yield root.name, load_run(summary.parent)
+    for folder in find_runs(root):
+        yield root.name, load_run(folder)
 
 
 def facts(sitting: str, run) -> dict:

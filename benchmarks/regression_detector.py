@@ -24,12 +24,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.regression import DetectorSettings, NightPoint, detect  # noqa: E402
-from harness.store import read_summary  # noqa: E402
+from harness.store import read_requests, read_summary  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 
@@ -39,7 +38,7 @@ def observed_noise() -> dict:
     within, pairs, cold = [], {}, []
     for run in sorted(glob.glob(str(FIXTURES / "h200-20261127" / "*"))):
         name = Path(run).name  # e.g. bf16-c16-r1
-        requests = pd.read_parquet(Path(run) / "requests.parquet")
+        requests = read_requests(Path(run))
         energy = requests.loc[requests["status"] == "ok", "energy_j"].dropna()
         mean = read_summary(Path(run)).energy.j_per_request_mean
         key, repeat = name.rsplit("-", 1)

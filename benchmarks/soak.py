@@ -19,9 +19,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pandas as pd
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from harness.store import read_requests  # noqa: E402
 
 
 def main() -> int:
@@ -46,7 +47,7 @@ def main() -> int:
                 print(result.stderr[-2000:])
                 return 1
             sent = len(json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/_requests").read()))
-            requests = pd.read_parquet(Path(tmp) / "soak" / "requests.parquet")
+            requests = read_requests(Path(tmp) / "soak")
     finally:
         server.kill()
     final = requests[~requests["retried"]]

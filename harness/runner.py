@@ -45,7 +45,14 @@ from harness.protocol import reset_caches
 from harness.records import EnergyMode, RunClock, RunStatus
 from harness.results import HostInfo, Manifest, Segment, ServerInfo, SuiteInfo, VariantInfo, settings_json
 from harness.server import LaunchedServer, ServerHandle, attach, log_tail, stop_leftover
-from harness.store import RunStore, is_disk_full, read_manifest, read_requests
+from harness.store import (
+    RunStore,
+    has_request_journal,
+    is_disk_full,
+    read_manifest,
+    read_requests,
+    require_run_dir,
+)
 from harness.suite import Suite, load_suite
 
 __all__ = ["Progress", "RunSpec", "execute", "resolve_model_path", "resume_spec"]
@@ -280,7 +287,7 @@ def execute(spec: RunSpec, progress: Progress) -> Path:
             with contextlib.ExitStack() as resources:
                 _measure(spec, suite, journal, journal.current(index), done, progress, clock, resources)
         except BaseException as exc:  # every ending is recorded; the error is raised again below
-            status, cause = _outcome(exc, (store.dir / "requests.jsonl").exists())
+            status, cause = _outcome(exc, has_request_journal(store.dir))
             error = exc
         error = _finish(journal, index, status, cause, error)
     if error is None:
@@ -299,7 +306,7 @@ def _finish(journal: _ManifestJournal, index: int, status: RunStatus, cause: str
     here never hides the error that ended the run; it becomes the error only when there was none."""
     try:
         journal.segment(replace(journal.current(index), ended_wall_s=time.time(), end_cause=cause))
-        if (journal.store.dir / "requests.jsonl").exists():
+        if has_request_journal(journal.store.dir):
             try:
                 finalize_run(journal.store.dir, status=status)
             except Exception as exc:
@@ -337,8 +344,7 @@ def _exit_now(launched: LaunchedServer | None):
 def resume_spec(run_dir: Path, *, base_url: str | None, model: str | None, api_key: str | None) -> RunSpec:
     """The spec of an interrupted run, rebuilt from its manifest, to finish its missing items."""
     run_dir = Path(run_dir)
-    if not (run_dir / "manifest.json").is_file():
-        raise ResultsError(f"{run_dir} is not a run folder (no manifest.json)")
+    require_run_dir(run_dir)
     manifest = read_manifest(run_dir)
     if manifest.complete:
         raise ConfigError(f"{run_dir} is already complete; nothing to resume")

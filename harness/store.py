@@ -35,7 +35,14 @@ from harness.results import CompetitionResult, Manifest, Summary, conform, jsona
 
 POWER_FIELDS = ["t_ns", "gpu", "power_w", "energy_mj", "temperature_c", "sm_clock_mhz", "throttle_reasons"]
 MIN_FREE_BYTES = 200 * 1024 * 1024
-JOURNALS = ("requests.jsonl", "power.csv")
+# The layout's file names (the module docstring says what each holds): one definition each.
+MANIFEST_FILE, SUMMARY_FILE = "manifest.json", "summary.json"
+REQUEST_JOURNAL, POWER_JOURNAL = "requests.jsonl", "power.csv"
+REQUESTS_TABLE, POWER_TABLE, ITEMS_TABLE = "requests.parquet", "power.parquet", "items.parquet"
+LOCK_FILE = "run.lock"
+JOURNALS = (REQUEST_JOURNAL, POWER_JOURNAL)
+# What a run's results are (what a submission hashes): its record, its summary, its two tables.
+RESULT_FILES = (MANIFEST_FILE, SUMMARY_FILE, REQUESTS_TABLE, POWER_TABLE)
 
 
 def _open_append(path: Path):
@@ -155,7 +162,7 @@ class RunStore:
     def open_new(cls, results_dir: Path, run_id: str) -> RunStore:
         check_writable(results_dir)
         run_dir = results_dir / run_id
-        if (run_dir / "manifest.json").exists():
+        if is_run_dir(run_dir):
             raise ResultsError(f"run id '{run_id}' already exists in {results_dir}; pick another --run-id "
                                f"or continue it with --resume {run_dir}")
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -165,18 +172,17 @@ class RunStore:
 
     @classmethod
     def open_resume(cls, run_dir: Path) -> RunStore:
-        if not (run_dir / "manifest.json").is_file():
-            raise ResultsError(f"{run_dir} is not a run folder (no manifest.json)")
+        require_run_dir(run_dir)
         check_writable(run_dir)
         store = cls(run_dir)
         store._lock()
         store.repaired = {name: n for name in JOURNALS if (n := repair_tail(run_dir / name))}
-        journal = run_dir / "requests.jsonl"
+        journal = run_dir / REQUEST_JOURNAL
         store._seq = journal.read_bytes().count(b"\n") if journal.exists() else 0
         return store
 
     def _lock(self) -> None:
-        path = self.dir / "run.lock"
+        path = self.dir / LOCK_FILE
         try:
             self._lock_fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
@@ -191,7 +197,7 @@ class RunStore:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
-            (self.dir / "run.lock").unlink(missing_ok=True)
+            (self.dir / LOCK_FILE).unlink(missing_ok=True)
 
     # journals -------------------------------------------------------------------------------
     def append_request(self, record: RequestRecord) -> RequestRecord:
@@ -217,7 +223,7 @@ class RunStore:
 
     def append_request_lines(self, lines: list[str]) -> None:
         """Append journal lines with one fsync."""
-        with _open_append(self.dir / "requests.jsonl") as f:
+        with _open_append(self.dir / REQUEST_JOURNAL) as f:
             f.write("".join(lines))
             f.flush()
             os.fsync(f.fileno())
@@ -225,7 +231,7 @@ class RunStore:
     def append_power(self, samples: list[PowerSample]) -> None:
         if not samples:
             return
-        path = self.dir / "power.csv"
+        path = self.dir / POWER_JOURNAL
         new = not path.exists() or path.stat().st_size == 0
         with _open_append(path) as f:
             writer = csv.writer(f)
@@ -237,18 +243,37 @@ class RunStore:
             os.fsync(f.fileno())
 
     def has_power(self) -> bool:
-        path = self.dir / "power.csv"
+        path = self.dir / POWER_JOURNAL
         return path.exists() and path.read_bytes().count(b"\n") > 1  # more than the header
 
     def write_manifest(self, manifest: Manifest) -> None:
-        write_json(self.dir / "manifest.json", manifest.to_json())
+        write_json(self.dir / MANIFEST_FILE, manifest.to_json())
 
     def read_manifest(self) -> Manifest:
         return read_manifest(self.dir)
 
 
+def is_run_dir(path: Path) -> bool:
+    return (Path(path) / MANIFEST_FILE).is_file()
+
+
+def require_run_dir(path: Path) -> None:
+    if not is_run_dir(path):
+        raise ResultsError(f"{path} is not a run folder (no {MANIFEST_FILE})")
+
+
+def find_runs(root: Path) -> list[Path]:
+    """Every run folder under `root` (itself included), in path order."""
+    return sorted(manifest.parent for manifest in Path(root).rglob(MANIFEST_FILE))
+
+
+def has_request_journal(run_dir: Path) -> bool:
+    """True once a request has been journaled: the run has measured something worth keeping."""
+    return (Path(run_dir) / REQUEST_JOURNAL).exists()
+
+
 def read_manifest(run_dir: Path) -> Manifest:
-    data = read_json(run_dir / "manifest.json")
+    data = read_json(run_dir / MANIFEST_FILE)
     version = data.get("schema_version")
     if not isinstance(version, int) or version > SCHEMA_VERSION:
         raise ResultsError(f"{run_dir} was written with result schema {version}; this harness reads up to "
@@ -260,12 +285,12 @@ def read_manifest(run_dir: Path) -> Manifest:
 
 
 def write_summary(run_dir: Path, summary: Summary) -> None:
-    write_json(run_dir / "summary.json", summary.to_json())
+    write_json(run_dir / SUMMARY_FILE, summary.to_json())
 
 
 def read_summary(run_dir: Path) -> Summary | None:
     """The stored summary, or None when there is none or it cannot be read (then rebuild it)."""
-    path = run_dir / "summary.json"
+    path = run_dir / SUMMARY_FILE
     if not path.is_file():
         return None
     try:
@@ -290,11 +315,11 @@ def read_competition(folder: Path) -> CompetitionResult:
 
 def write_tables(run_dir: Path, requests: pd.DataFrame, power: pd.DataFrame | None,
                  items: pd.DataFrame | None = None) -> None:
-    _write_parquet(requests, run_dir / "requests.parquet", index=False)
+    _write_parquet(requests, run_dir / REQUESTS_TABLE, index=False)
     if power is not None and len(power):
-        _write_parquet(power, run_dir / "power.parquet", index=False)
+        _write_parquet(power, run_dir / POWER_TABLE, index=False)
     if items is not None:
-        _write_parquet(items, run_dir / "items.parquet", index=True)
+        _write_parquet(items, run_dir / ITEMS_TABLE, index=True)
 
 
 def _write_parquet(frame: pd.DataFrame, path: Path, *, index: bool) -> None:
@@ -319,7 +344,7 @@ def _read_parquet(path: Path) -> pd.DataFrame | None:
 
 def read_request_journal(run_dir: Path) -> pd.DataFrame:
     """Every complete line of the journal, in the typed row schema; a torn line is skipped."""
-    path = run_dir / "requests.jsonl"
+    path = run_dir / REQUEST_JOURNAL
     rows = []
     if path.exists():
         for line in path.read_text(errors="replace").splitlines():
@@ -335,8 +360,8 @@ def read_request_journal(run_dir: Path) -> pd.DataFrame:
 def read_requests(run_dir: Path) -> pd.DataFrame:
     """The raw request table with `retried` marked: the journal where there is one (the source
     of truth), else the consolidated parquet (archived runs kept without their journals)."""
-    if not (run_dir / "requests.jsonl").exists():
-        stored = _read_parquet(run_dir / "requests.parquet")
+    if not has_request_journal(run_dir):
+        stored = _read_parquet(run_dir / REQUESTS_TABLE)
         if stored is not None:
             return mark_retried(conform(stored))
     return mark_retried(read_request_journal(run_dir))
@@ -348,7 +373,7 @@ def _empty_power() -> pd.DataFrame:
 
 
 def read_power_journal(run_dir: Path) -> pd.DataFrame:
-    path = run_dir / "power.csv"
+    path = run_dir / POWER_JOURNAL
     if not path.exists():
         return _empty_power()
     try:
@@ -367,8 +392,8 @@ def dedupe_power(power: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_power(run_dir: Path) -> pd.DataFrame:
-    if not (run_dir / "power.csv").exists():
-        stored = _read_parquet(run_dir / "power.parquet")
+    if not (run_dir / POWER_JOURNAL).exists():
+        stored = _read_parquet(run_dir / POWER_TABLE)
         if stored is not None:
             return stored
     return read_power_journal(run_dir)
@@ -396,10 +421,10 @@ def load_run(run_dir: Path) -> RunData:
     if not run_dir.is_dir():
         raise ResultsError(f"run folder {run_dir} not found")
     manifest = read_manifest(run_dir)
-    requests = _read_parquet(run_dir / "requests.parquet")
-    power = _read_parquet(run_dir / "power.parquet")
+    requests = _read_parquet(run_dir / REQUESTS_TABLE)
+    power = _read_parquet(run_dir / POWER_TABLE)
     summary = read_summary(run_dir)
-    has_power = (run_dir / "power.csv").exists()
+    has_power = (run_dir / POWER_JOURNAL).exists()
     stale = requests is None or summary is None or (power is None and has_power)
     if requests is None:
         requests = read_requests(run_dir)

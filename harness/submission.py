@@ -22,10 +22,9 @@ from harness.report.document import Document, write
 from harness.report.render import fmt
 from harness.results import J_PER_WH, jsonable
 from harness.scoring.gate import INCONCLUSIVE, PASS, GateResult, verdict_for
-from harness.store import RunData, output_dir, read_json, write_json
+from harness.store import RESULT_FILES, RunData, output_dir, read_json, write_json
 
 SCHEMA = json.loads((Path(__file__).parent / "report" / "submission.schema.json").read_text())
-SUMMARISED_FILES = ("manifest.json", "summary.json", "requests.parquet", "power.parquet")
 
 
 def sha256(path: Path) -> str:
@@ -120,7 +119,7 @@ def build(run: RunData, baseline: RunData, gate: GateResult, accepted: dict[str,
                  "low": gate.overall.low, "high": gate.overall.high, "threshold": gate.threshold,
                  "confidence": gate.confidence, "items": gate.overall.items,
                  "baseline_quality": gate.overall.baseline_mean, "candidate_quality": gate.overall.candidate_mean},
-        "files": {name: sha256(run.dir / name) for name in SUMMARISED_FILES if (run.dir / name).exists()},
+        "files": {name: sha256(run.dir / name) for name in RESULT_FILES if (run.dir / name).exists()},
         "protocol": {"flags": protocol_flags([*e.flags, *s.flags]), "accepted": dict(accepted or {})},
     }
     doc = jsonable(doc)

@@ -26,6 +26,9 @@ Serving calibration: after training the final norm's scale is multiplied by --sh
 multiplies every logit by the same factor before the softcap (temperature 1 / factor baked into
 the weights), so that sampling at the competition's T 1.0 / top_p 0.95 behaves like a
 lower-temperature decode. The factor is recorded in the model card.
+
+The card's score tables come from `bench run` folders of the served model, read by the harness's
+own Python: `python benchmarks/models/train_reference.py --work W --out FOLDER card --scores RUN ...`.
 """
 from __future__ import annotations
 
@@ -391,7 +394,7 @@ def export(args) -> None:
         "loss_log": state["log"],
     }
     (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
-    write_card(out, record, [Path(r) for r in args.scores], args.note)
+    write_card(out, record, [], args.note)
     print(f"wrote {out} ({record['weights_bytes'] / 1e6:.1f} MB weights, step {state['step']})")
 
 
@@ -442,28 +445,34 @@ def write_card(out: Path, record: dict, runs: list[Path], note: str = "") -> Non
         "",
         "## Scores (served by vLLM, competition sampling)", "",
     ]
-    if not runs:
-        lines.append("Not measured yet.")
-    for run in runs:
-        summary = json.loads((run / "summary.json").read_text())
-        manifest = json.loads((run / "manifest.json").read_text())
-        quality = summary["quality"]
-        host = manifest.get("host", {})
-        lines += [f"`bench run --variant reference` on the default suite ({quality['items']} items, "
-                  f"{quality['scored']} answers, vLLM {manifest.get('server', {}).get('vllm_version')}, "
-                  f"{host.get('cpu') or 'CPU'}), run `{run.name}`:", "",
-                  "| task | metric | score |", "|---|---|---|"]
-        for task, score in sorted(quality["by_task"].items()):
-            lines.append(f"| {task} | {quality['metric_by_task'][task]} | {score:.3f} |")
-        lines += [f"| **overall** | mean over items | **{quality['overall']:.3f}** |", ""]
-        if quality.get("per_item_std_mean") is not None:
-            lines += [f"Mean per-item standard deviation over the samples: {quality['per_item_std_mean']:.3f}.", ""]
-        weak = [t for t, score in sorted(quality["by_task"].items()) if score < 0.2]
-        if weak:
-            lines += [f"Below 0.2 (barely learned in this training budget): {', '.join(weak)}.", ""]
+    lines += score_lines(runs) if runs else ["Not measured yet."]
     if note:
         lines += ["## Notes", "", note, ""]
     (out / "README.md").write_text("\n".join(lines) + "\n")
+
+
+def score_lines(runs: list[Path]) -> list[str]:
+    """The card's score tables, one per scored run, read through the harness's typed results (so
+    the harness's Python runs the `card` step: the engine's venv has no pandas)."""
+    from harness.finalize import open_run
+
+    lines = []
+    for folder in runs:
+        run = open_run(folder)
+        quality, server = run.summary.quality, run.manifest.server
+        lines += [f"`bench run --variant reference` on the default suite ({quality.items} items, "
+                  f"{quality.scored} answers, vLLM {server.vllm_version if server else None}, "
+                  f"{run.manifest.host.cpu or 'CPU'}), run `{folder.name}`:", "",
+                  "| task | metric | score |", "|---|---|---|"]
+        for task, score in sorted(quality.by_task.items()):
+            lines.append(f"| {task} | {quality.metric_by_task[task]} | {score:.3f} |")
+        lines += [f"| **overall** | mean over items | **{quality.overall:.3f}** |", ""]
+        if quality.per_item_std_mean is not None:
+            lines += [f"Mean per-item standard deviation over the samples: {quality.per_item_std_mean:.3f}.", ""]
+        weak = [t for t, score in sorted(quality.by_task.items()) if score < 0.2]
+        if weak:
+            lines += [f"Below 0.2 (barely learned in this training budget): {', '.join(weak)}.", ""]
+    return lines
 
 
 def split(args) -> None:
@@ -564,6 +573,8 @@ def main() -> None:
     ap.add_argument("mode", nargs="?", choices=("train", "export", "eval", "card", "split", "join", "all"),
                     default="all")
     args = ap.parse_args()
+    if args.scores and args.mode != "card":
+        ap.error("--scores goes with the `card` step, run by the harness's Python (it reads the runs' results)")
     if args.mode == "card":  # only rewrite README.md of an exported folder (e.g. with --scores)
         out = Path(args.out)
         write_card(out, json.loads((out / "training.json").read_text()), [Path(r) for r in args.scores], args.note)
