@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -96,11 +98,31 @@ def write_trace(path, start_s, seconds, power_w=100.0):
         path, index=False)
 
 
+# One vLLM CPU engine at a time on this machine (~4 GB and both cores each), whatever runs the tests:
+# a lock held around each engine test, fixtures included, across xdist workers and pytest sessions.
+ENGINE_LOCK = Path(tempfile.gettempdir()) / "energy-harness-engine-tests.lock"
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """With pytest-xdist (`-n 2 --dist loadgroup`), every `engine` test runs on one worker, one after
-    another: never two vLLM CPU engines (~4 GB each) at once."""
+    """With pytest-xdist (`-n 4 --dist loadgroup`), every `engine` test goes to one worker, so the
+    others never wait on the engine lock and module fixtures run once. First among the hooks: xdist's
+    own hook turns the group mark into the node id's `@engine` suffix that loadgroup schedules by."""
     if not config.pluginmanager.hasplugin("xdist"):
         return
     for item in items:
         if item.get_closest_marker("engine"):
             item.add_marker(pytest.mark.xdist_group("engine"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Holds ENGINE_LOCK from an engine test's first fixture to its last teardown. The grouping alone
+    is not a guarantee: pytest 9 reads node ids from a field pytest-xdist 3.8 does not set, and every
+    engine test ran ungrouped, four engines on two cores, until this lock (2026-11-28)."""
+    if not item.get_closest_marker("engine"):
+        yield
+        return
+    with open(ENGINE_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
