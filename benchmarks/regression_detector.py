@@ -27,8 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from harness.finalize import open_run  # noqa: E402
 from harness.regression import DetectorSettings, NightPoint, detect  # noqa: E402
-from harness.store import read_requests, read_summary  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 
@@ -38,9 +38,10 @@ def observed_noise() -> dict:
     within, pairs, cold = [], {}, []
     for run in sorted(glob.glob(str(FIXTURES / "h200-20261127" / "*"))):
         name = Path(run).name  # e.g. bf16-c16-r1
-        requests = read_requests(Path(run))
+        stored = open_run(Path(run))  # the analysed table (energy per request) and its summary
+        requests = stored.requests
         energy = requests.loc[requests["status"] == "ok", "energy_j"].dropna()
-        mean = read_summary(Path(run)).energy.j_per_request_mean
+        mean = stored.summary.energy.j_per_request_mean
         key, repeat = name.rsplit("-", 1)
         if repeat == "r0":
             cold.append((key, mean))
