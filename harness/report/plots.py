@@ -25,7 +25,7 @@ def pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     pyplot().close(fig)
@@ -63,7 +63,7 @@ def power_over_time(power: pd.DataFrame, requests: pd.DataFrame, idle_w: float |
     bottom.step((grid - t0) / 1e9, in_flight(requests, grid), where="post", color="#c05a00", lw=1)
     bottom.set_ylabel("in flight")
     bottom.set_xlabel("time since first request (s)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def energy_by_task(requests: pd.DataFrame, path: Path) -> Path | None:
@@ -76,7 +76,7 @@ def energy_by_task(requests: pd.DataFrame, path: Path) -> Path | None:
     ax.set_xticks(range(1, len(tasks) + 1), tasks)
     ax.set_ylabel("energy per request (J)")
     ax.set_title("Joules per request by task")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def latency_cdfs(requests: pd.DataFrame, path: Path) -> Path | None:
@@ -92,7 +92,7 @@ def latency_cdfs(requests: pd.DataFrame, path: Path) -> Path | None:
     ax.set_ylabel("fraction of requests")
     ax.set_title("Latency distribution")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def phase_energy(requests: pd.DataFrame, path: Path) -> Path | None:
@@ -107,7 +107,7 @@ def phase_energy(requests: pd.DataFrame, path: Path) -> Path | None:
     ax.set_ylabel("mean energy per request (J)")
     ax.set_title("Prefill vs decode energy")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def energy_vs_quality(points: list[dict], threshold_quality: float | None, path: Path, threshold: float = 0.8) -> Path:
@@ -127,7 +127,7 @@ def energy_vs_quality(points: list[dict], threshold_quality: float | None, path:
     ax.set_xlabel("energy per request (J)")
     ax.set_ylabel("quality (mean score)")
     ax.set_title("Energy vs quality")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # --- sweeps: one point per level -------------------------------------------------------------------
@@ -163,7 +163,7 @@ def level_curves(x: list[float], curves: list[tuple[str, list, list | None, list
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def latency_by_level(x: list[float], panels: list[tuple[str, dict[str, list]]], *, xlabel: str, path: Path,
@@ -182,7 +182,7 @@ def latency_by_level(x: list[float], panels: list[tuple[str, dict[str, list]]], 
         ax.set_ylabel(f"{name} (ms)")
         ax.set_title(name)
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def energy_latency_tradeoff(points: list[dict], path: Path) -> Path | None:
@@ -209,4 +209,4 @@ def energy_latency_tradeoff(points: list[dict], path: Path) -> Path | None:
     ax.set_title("Energy–latency trade-off (one point per level)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

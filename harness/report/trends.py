@@ -8,7 +8,7 @@ from pathlib import Path
 
 from harness.history import METRICS, Alarm, RunRow, series, series_label
 from harness.report import document
-from harness.report.plots import pyplot
+from harness.report.plots import pyplot, save_figure
 
 Z95 = 1.959964
 FLAG_COLOR = "#c00000"  # the ring around a night with validity flags
@@ -50,8 +50,7 @@ def trend_plot(rows: list[RunRow], metric: str, alarms: list[Alarm], path: Path)
     # One panel per series (variant, concurrency, GPU), its own y scale: bf16 at 1 in flight (~240 J) and at
     # 16 (~30 J) on one axis would hide a 10 % step of the second.
     labels = sorted(by_series)
-    plt = pyplot()
-    fig, axes = plt.subplots(len(labels), 1, figsize=(9, 1.2 + 1.9 * len(labels)), sharex=True, squeeze=False)
+    fig, axes = pyplot().subplots(len(labels), 1, figsize=(9, 1.2 + 1.9 * len(labels)), sharex=True, squeeze=False)
     for ax, label in zip(axes[:, 0], labels, strict=True):
         points = by_series[label]
         x = [position[p.night_id] for p in points]
@@ -72,10 +71,7 @@ def trend_plot(rows: list[RunRow], metric: str, alarms: list[Alarm], path: Path)
     bottom.set_xticks(range(len(nights)))
     bottom.set_xticklabels(nights, rotation=45, ha="right", fontsize=7)
     fig.suptitle(f"{metric} per night (mean of the night's runs, 95% CI from the per-request spread)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def history_page(rows: list[RunRow], metrics: list[str], alarms: list[Alarm], out_dir: Path,
