@@ -50,18 +50,24 @@ def start_mock(*args: str) -> MockServer:
     return MockServer(proc, int(line.split()[-1]))
 
 
-@pytest.fixture
-def mock_server():
-    servers = []
+def started_processes(start):
+    """The body of a fixture that starts processes: it yields `make(*args)`, which calls `start(*args)`
+    (an object holding its `subprocess.Popen` as `.proc`); each one still running is killed at teardown."""
+    started = []
 
-    def make(*args: str) -> MockServer:
-        servers.append(start_mock(*args))
-        return servers[-1]
+    def make(*args: str):
+        started.append(start(*args))
+        return started[-1]
 
     yield make
-    for server in servers:
-        server.proc.kill()
-        server.proc.wait()
+    for thing in started:
+        thing.proc.kill()  # a no-op for one that has ended
+        thing.proc.wait()
+
+
+@pytest.fixture
+def mock_server():
+    yield from started_processes(start_mock)
 
 
 def bench(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:

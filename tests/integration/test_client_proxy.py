@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from harness.client import ChatClient, StreamResult
-from tests.conftest import ROOT
+from tests.conftest import ROOT, started_processes
 from tests.integration.test_client import body
 
 
@@ -31,17 +31,7 @@ class Proxy:
 
 @pytest.fixture
 def proxy():
-    started = []
-
-    def make(*args: str) -> Proxy:
-        started.append(Proxy(*args))
-        return started[-1]
-
-    yield make
-    for p in started:
-        if p.proc.poll() is None:
-            p.proc.kill()
-            p.proc.wait()
+    yield from started_processes(Proxy)
 
 
 def send(url: str, environ: dict, n: int = 2) -> list[StreamResult]:
