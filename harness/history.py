@@ -251,6 +251,34 @@ def _v2_text_and_host(conn, runs) -> None:
 # version -> step that brings a database at version-1 to version. A new database is created at
 # SCHEMA_VERSION directly (`_tables`); v1 (2026-11) is tests/fixtures/history-v1.sqlite.
 MIGRATIONS = {2: _v2_text_and_host}
+SQLITE_BUSY_S = 30.0  # SQLite: longest wait for another connection's lock (a second writer, a WAL switch)
+
+
+def _sqlite_wal(dbapi_conn, wait_s: float = SQLITE_BUSY_S) -> None:
+    """Every SQLite connection: a busy timeout, and WAL mode (readers never block the writer).
+
+    WAL is a property of the file, switched once by whichever opener comes first; the switch needs
+    the file to itself, and SQLite answers "database is locked" at once instead of calling the busy
+    handler while another connection of a new database holds a lock (four openers at once failed
+    6 times in 40). So the switch waits here, as the busy timeout waits everywhere else."""
+    import sqlite3
+
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout={int(wait_s * 1000)}")
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+    finally:
+        cursor.close()
+
+
 MIGRATION_LOCK = 0x6265_6E63_6868  # PostgreSQL advisory lock key of the schema ("benchh")
 MIGRATION_WAIT_S = 60.0  # PostgreSQL: longest wait for the locks a creation or migration needs
 
@@ -291,12 +319,7 @@ class History:
         # pre-ping: a nightly holds the engine for hours, and a database server drops idle connections
         self.engine = create_engine(self.url, pool_pre_ping=not self.url.startswith("sqlite"))
         if self.engine.dialect.name == "sqlite":
-            @event.listens_for(self.engine, "connect")
-            def _sqlite_pragmas(dbapi_conn, _record):  # WAL: readers never block the writer
-                cursor = dbapi_conn.cursor()
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA busy_timeout=30000")
-                cursor.close()
+            event.listen(self.engine, "connect", lambda dbapi_conn, _record: _sqlite_wal(dbapi_conn))
         self.metadata = MetaData()
         self.runs, self.info = _tables(self.metadata)
         self._migrate(create)
