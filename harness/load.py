@@ -17,7 +17,6 @@ record's start time (taken when the request is really sent) does not hide."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -195,8 +194,9 @@ class LagMonitor:
     async def __aexit__(self, *exc) -> None:
         self._t1, self._cpu1 = time.monotonic(), time.process_time()
         self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        # asyncio.wait, not `await task` under suppress(CancelledError): that would also swallow the
+        # cancellation of the run itself (a Ctrl-C landing here went unnoticed and the run said "complete").
+        await asyncio.wait([self._task])
 
     def result(self) -> ClientLoad:
         t1 = self._t1 if self._t1 is not None else time.monotonic()

@@ -178,10 +178,13 @@ class _ManifestJournal:
         return next(s for s in self.manifest.segments if s.index == index)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # each ends a run as a Ctrl-C does
+
+
 @contextlib.contextmanager
 def _signals():
     """SIGTERM and SIGHUP end a run like Ctrl-C; the previous handlers come back afterwards."""
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     # A process started in the background of a script (cron, nohup … &) inherits SIGINT ignored, and
     # Python then installs no handler: Ctrl-C, and SIGTERM/SIGHUP (which end the run as a Ctrl-C),
     # would be lost. The run installs its own.
@@ -193,6 +196,16 @@ def _signals():
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _stop_signals_deferred():
+    """SIGINT, SIGTERM and SIGHUP are held back inside, and delivered (as the interrupt they are) on leaving."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def _server_info(server: ServerHandle) -> ServerInfo:
@@ -278,18 +291,21 @@ def execute(spec: RunSpec, progress: Progress) -> Path:
         journal = _ManifestJournal(store, manifest)
         index = max((seg.index for seg in manifest.segments), default=-1) + 1
         settings = {k: v for k, v in settings_json(s).items() if k in SEGMENT_SETTINGS}
-        journal.update(status=RunStatus.RUNNING, incomplete_cause=None)
-        journal.segment(Segment(index=index, started_wall_s=time.time(),
-                                clock_wall_minus_mono_ns=clock.wall_minus_mono_ns, settings=settings,
-                                journal_repaired_bytes=dict(store.repaired)))
         status, cause, error = RunStatus.COMPLETE, None, None
-        try:
+        try:  # from the manifest's first write on, every ending is recorded; the error is raised again below
+            journal.update(status=RunStatus.RUNNING, incomplete_cause=None)
+            journal.segment(Segment(index=index, started_wall_s=time.time(),
+                                    clock_wall_minus_mono_ns=clock.wall_minus_mono_ns, settings=settings,
+                                    journal_repaired_bytes=dict(store.repaired)))
             with contextlib.ExitStack() as resources:
+                # Closed last: once the server has stopped, a Ctrl-C is an interrupt again, not an exit.
+                resources.callback(signal.signal, signal.SIGINT, signal.default_int_handler)
                 _measure(spec, suite, journal, journal.current(index), done, progress, clock, resources)
-        except BaseException as exc:  # every ending is recorded; the error is raised again below
+        except BaseException as exc:
             status, cause = _outcome(exc, has_request_journal(store.dir))
             error = exc
-        error = _finish(journal, index, status, cause, error)
+        with _stop_signals_deferred():  # a Ctrl-C now acts once the ending is written, not halfway through it
+            error = _finish(journal, index, status, cause, error)
     if error is None:
         return store.dir
     if isinstance(error, (KeyboardInterrupt, RunAborted, ServerError)) or is_disk_full(error):
@@ -305,7 +321,8 @@ def _finish(journal: _ManifestJournal, index: int, status: RunStatus, cause: str
     """Close the segment, build tables and summary, then write the final status. A failure
     here never hides the error that ended the run; it becomes the error only when there was none."""
     try:
-        journal.segment(replace(journal.current(index), ended_wall_s=time.time(), end_cause=cause))
+        if any(seg.index == index for seg in journal.manifest.segments):  # not when stopped before it began
+            journal.segment(replace(journal.current(index), ended_wall_s=time.time(), end_cause=cause))
         if has_request_journal(journal.store.dir):
             try:
                 finalize_run(journal.store.dir, status=status)

@@ -187,3 +187,35 @@ def _interrupted_after_one():
         def advance(self, record):
             raise KeyboardInterrupt
     return Interrupt(open(os.devnull, "w"))  # noqa: SIM115
+
+
+def test_a_ctrl_c_after_any_manifest_write_leaves_a_finished_manifest(mock_server, tmp_path, monkeypatch):
+    """All the ways a run can end, by where the interrupt lands: a real SIGINT raised right after each
+    of a run's manifest writes in turn (the first says "running", the last the final status) leaves a
+    manifest that says how the run ended, never "running", and every such run resumes to complete."""
+    server = mock_server("--ttft-ms", "1", "--itl-ms", "0")
+    real = store.RunStore.write_manifest
+    writes, interrupt_at = [], None
+
+    def write_then_interrupt(self, manifest):
+        real(self, manifest)
+        writes.append(manifest.status)
+        if len(writes) == interrupt_at:
+            signal.raise_signal(signal.SIGINT)  # as a Ctrl-C: through the handlers (and masks) in force
+
+    monkeypatch.setattr(store.RunStore, "write_manifest", write_then_interrupt)
+    execute(spec_for(server, tmp_path, run_id="clean", warmup=2), quiet())
+    count = len(writes)
+    assert count >= 5 and writes[0].value == "running" and writes[-1].value == "complete"
+    for interrupt_at in range(1, count + 1):
+        writes.clear()
+        run_id = f"at-{interrupt_at}"
+        with pytest.raises((RunAborted, KeyboardInterrupt)):
+            execute(spec_for(server, tmp_path, run_id=run_id, warmup=2), quiet())
+        m = read_manifest(tmp_path / run_id)
+        assert m.status.value in ("complete", "incomplete"), (interrupt_at, m.status)
+        assert all(seg.ended_wall_s is not None for seg in m.segments), interrupt_at
+        if not m.complete:
+            assert m.incomplete_cause, interrupt_at
+            execute(resume_spec(tmp_path / run_id, base_url=server.url, model=None, api_key=None), quiet())
+            assert load_run(tmp_path / run_id).summary.latency.ok == 4, interrupt_at
