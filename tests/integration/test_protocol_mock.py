@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from harness.energy.protocol_checks import steady_state_flags
 from harness.protocol import SettleRule, settled
+from harness.results import final_attempts
 from harness.store import load_run
 from tests.conftest import cli, write_trace
 from tests.timing import SCHEDULING_SLACK_S
@@ -78,17 +80,18 @@ def test_a_cold_start_is_flagged_and_a_warm_up_at_the_run_concurrency_absorbs_it
                "--concurrency", "2", "--idle-s", "0", "--warmup", "16")
     assert warm.returncode == 0, warm.stdout + warm.stderr
     run = load_run(tmp_path / "warm")
-    assert not any(f.startswith("not_steady") for f in run.summary.flags), run.summary.flags
     # The warm-up took all six cold requests: its first round waited for them (a lower bound, exact), and
     # no measured request did (a cold one waits 1.5 s; a warm one 0.25 s plus this machine's allowance).
     warmup = run.manifest.segments[0].warmup
     assert warmup.requests >= 6 and warmup.concurrency == 2 and warmup.rounds == len(warmup.round_median_e2e_s)
     assert warmup.round_median_e2e_s[0] >= 1.5
-    requests = pd.read_parquet(tmp_path / "warm" / "requests.parquet")
-    assert (requests["ttft_s"] < 0.25 + SCHEDULING_SLACK_S).all(), requests["ttft_s"].max()
-    # Whether the rounds then settled within 10 % is this machine's noise on a 0.3 s latency: the rule is
-    # tested on scripted latencies (tests/unit/test_protocol.py); here the recorded verdict must be the
-    # rule's verdict on the recorded medians.
+    final = final_attempts(pd.read_parquet(tmp_path / "warm" / "requests.parquet"))
+    assert (final["ttft_s"] < 0.25 + SCHEDULING_SLACK_S).all(), final["ttft_s"].max()
+    # Whether the warm run then looks steady (a 15 % margin) and the rounds settled (10 %) is this machine's
+    # noise on a 0.3 s latency: those rules are tested on scripted latencies (tests/unit/test_protocol.py);
+    # here each recorded verdict must be its rule applied to the recorded numbers.
+    recorded = [f for f in run.summary.flags if f.startswith("not_steady")]
+    assert recorded == steady_state_flags(final[final["status"] == "ok"], 2)
     assert warmup.settled == settled(list(warmup.round_median_e2e_s), SettleRule())
 
 
@@ -99,7 +102,9 @@ def test_a_stall_at_idle_power_is_flagged_and_blocks_the_submission(mock_server,
     server.control(cold_requests=2, cold_ttft_ms=4000)
     t0 = time.time()
     t = np.arange(t0 - 5, t0 + 300, 0.05)
-    power = np.where(t < t0 + 4.0, 100.0, 600.0)
+    # Idle until the cold wait (4.25 s) is over even when the first request goes out late: its start is t0
+    # plus the run's set-up (0.2 s of idle window and more), up to a second and this machine's allowance.
+    power = np.where(t < t0 + 4.25 + 1.0 + SCHEDULING_SLACK_S, 100.0, 600.0)
     trace = tmp_path / "trace.csv"
     pd.DataFrame({"time_s": t, "power_w": power}).to_csv(trace, index=False)
     result = cli("run", "--base-url", server.url, "--results-dir", tmp_path, "--run-id", "stall", "--limit", "60",
