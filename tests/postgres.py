@@ -29,6 +29,9 @@ import pytest
 
 USER = "bench"
 START_TIMEOUT_S = 30.0
+# A free port is only free when it is picked: another worker's connection or server can take it before the
+# postmaster binds it. Then the postmaster exits at once, and it is started again on another port.
+BIND_ATTEMPTS = 5
 
 
 def postgres_bin() -> Path | None:
@@ -50,7 +53,7 @@ class PostgresServer:
         self.bindir = bindir
         self.root = Path(tempfile.mkdtemp(prefix="bench-pg-"))  # not under pytest's 0700 tmp: the server user reads it
         self.data, self.socket_dir = self.root / "data", self.root / "socket"
-        self.port = _free_port()
+        self.port = 0  # picked when the postmaster starts
         self.proc: subprocess.Popen | None = None
         self._names = itertools.count(1)
         self._as_user: list[str] = []
@@ -71,6 +74,17 @@ class PostgresServer:
                               capture_output=True, text=True, timeout=120)
         if init.returncode != 0:
             raise RuntimeError(f"initdb failed: {init.stderr.strip()[-500:]}")
+        for _ in range(BIND_ATTEMPTS):
+            if self._launch():
+                return
+        log = self._log()[-800:]
+        self.stop()
+        raise RuntimeError(f"postgres found no free port in {BIND_ATTEMPTS} attempts: {log}")
+
+    def _launch(self) -> bool:
+        """Start the postmaster on a newly picked port and wait until it accepts connections; False when
+        the port was taken before it could bind it."""
+        self.port = _free_port()
         # Durability off: a throwaway server, and the tests must be quick.
         cmd = [str(self.bindir / "postgres"), "-D", str(self.data), "-h", "127.0.0.1", "-p", str(self.port),
                "-k", str(self.socket_dir), "-c", "fsync=off", "-c", "synchronous_commit=off",
@@ -83,20 +97,28 @@ class PostgresServer:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             try:
-                self.admin("SELECT 1")
-                return
+                # Through the unix socket, which is this server's alone: over TCP the port's other taker (another
+                # worker's server) could answer. The postmaster opens it only once it holds its TCP port.
+                self.admin("SELECT 1", host=str(self.socket_dir))
+                return True
             except Exception:  # not accepting connections yet
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    log = (self.root / "server.log").read_text(errors="replace")[-800:]
+                exited = self.proc.poll() is not None
+                if exited and "Address already in use" in self._log():
+                    return False
+                if exited or time.monotonic() > deadline:
+                    log = self._log()[-800:]
                     self.stop()
                     raise RuntimeError(f"postgres did not start: {log}") from None
                 time.sleep(0.05)
 
-    def admin(self, sql: str) -> None:
+    def _log(self) -> str:
+        return (self.root / "server.log").read_text(errors="replace")
+
+    def admin(self, sql: str, host: str = "127.0.0.1") -> None:
         """One statement on the maintenance database, outside a transaction (CREATE DATABASE needs that)."""
         import psycopg
 
-        with psycopg.connect(host="127.0.0.1", port=self.port, user=USER, dbname="postgres", autocommit=True,
+        with psycopg.connect(host=host, port=self.port, user=USER, dbname="postgres", autocommit=True,
                              connect_timeout=2) as conn:
             conn.execute(sql)
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 
+from harness.load import arrival_offsets_s
 from tests.conftest import bench, cli
 from tests.timing import SCHEDULING_SLACK_S
 
@@ -26,17 +28,25 @@ def test_max_requests_cycles_the_suite_at_a_rate_quietly(mock_server, tmp_path):
     requests = pd.read_parquet(tmp_path / "rate" / "requests.parquet")
     assert len(requests) == 7 and sorted(requests["sample_index"].tolist()) == [0, 0, 0, 1, 1, 1, 2]
     assert requests["item_id"].str.startswith("synthetic-").all() and requests["item_id"].nunique() == 3
-    starts = sorted(requests["start_ns"])
-    assert (starts[-1] - starts[0]) / 1e9 > 0.05  # paced (7 arrivals at 40/s span ~0.15 s), not all at once
     manifest = json.loads((tmp_path / "rate" / "manifest.json").read_text())
-    load = manifest["segments"][-1]["client_load"]
+    segment = manifest["segments"][-1]
+    # Paced, not all at once: the k-th request to start went no earlier than the k-th arrival time (the run's
+    # default seed 0; the last due at 0.098 s, where unpaced all 7 go within milliseconds), counted from a
+    # clock reading taken before the pacer starts. A lower bound, exact under any load.
+    due_s = arrival_offsets_s(7, rate=40.0, seed=0)
+    sent_s = (np.sort(requests["start_ns"].to_numpy()) - segment["requests_started_ns"]) / 1e9
+    assert due_s[-1] > 0.05 and (sent_s >= due_s).all(), (sent_s, due_s)
+    load = segment["client_load"]
     assert load["lag_p99_ms"] >= 0 and "saturated" in load and manifest["settings"]["max_requests"] == 7
 
 
 def test_cycling_a_suite_smaller_than_the_concurrency_keeps_every_slot_busy(mock_server, tmp_path):
     """--max-requests cycles the suite in passes; with nothing to run between passes, a pass is no barrier:
     4 in flight over a 3-item suite (a barrier per pass allowed at most 3, and drained between passes)."""
-    server = mock_server("--ttft-ms", "150", "--itl-ms", "0", "--tokens", "2")
+    # The 4th request must start before the 1st is answered: 0.2 s, ample for an idle client to send four,
+    # plus the allowance for a loaded machine holding it up (a 0.7 s TTFT).
+    ttft_ms = round((0.2 + SCHEDULING_SLACK_S) * 1e3)
+    server = mock_server("--ttft-ms", str(ttft_ms), "--itl-ms", "0", "--tokens", "2")
     assert bench("synthetic-suite", tmp_path / "synth", "--images", "3x40x30:png").returncode == 0
     result = run(server, tmp_path, "cyc", "--suite", tmp_path / "synth", "--max-requests", "8", "--concurrency", "4",
                  "--quiet")
