@@ -20,6 +20,7 @@ from harness.launcher import group_members
 from harness.records import ProcessIdentity
 from harness.server import ORPHAN_GRACE_S, SERVER_TOKEN_ENV, _boot_id, stop_leftover
 from tests.conftest import ROOT, bench
+from tests.timing import SCHEDULING_SLACK_S
 
 FAKE_VLLM = Path(__file__).with_name("fake_vllm.py")
 
@@ -130,10 +131,24 @@ def test_a_run_started_with_sigint_ignored_still_stops_on_a_signal(tmp_path, sig
     assert_all_gone(process)
 
 
+def sigterm_received(pid: int) -> bool:
+    """Has the stand-in server got SIGTERM? Its handler (fake_vllm.py) first makes it ignore any further one."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    ignored = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:")), 16)
+    return bool(ignored >> (signal.SIGTERM - 1) & 1)
+
+
 def test_second_ctrl_c_while_the_server_shuts_down_leaves_nothing(tmp_path):
     proc, _, process = start_run(tmp_path)
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.5)  # bench now waits for the server's graceful shutdown (1.5 s in the stand-in)
+    # bench installs its immediate-exit handler just before it sends the server SIGTERM (runner._measure
+    # registers it after the server, so it is closed first); the stand-in then takes 1.5 s to shut down,
+    # more than the allowance: the second SIGINT lands while bench waits for it.
+    deadline = time.monotonic() + 60
+    while not sigterm_received(process["server_pid"]):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "bench never stopped the server"
+        time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err
@@ -144,10 +159,14 @@ def test_an_error_in_the_meters_stop_leaves_no_server(tmp_path):
     trace = tmp_path / "trace.csv"
     now = time.time()
     trace.write_text(f"time_s,power_w\n{now - 10},100\n{now + 3600},100\n")
-    proc, _, process = start_run(tmp_path, "--energy", "trace", "--power-trace", trace, limit=6)
+    # After its last request the run waits out the idle-after window before the meter's stop(): the
+    # rewrite below lands before that even when this process is held up by the allowance.
+    proc, _, process = start_run(tmp_path, "--energy", "trace", "--power-trace", trace,
+                                 "--idle-after-s", 2 * SCHEDULING_SLACK_S, limit=6)
     trace.write_text("this is no longer a trace\n")  # the trace meter reads its file again in stop()
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode != 0 and "Traceback" not in err
+    assert proc.returncode != 0 and f"power trace {trace} has no 'power_w' column" in err, err
+    assert "Traceback" not in err
     assert_all_gone(process)
 
 

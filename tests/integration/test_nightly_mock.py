@@ -90,18 +90,23 @@ def test_ctrl_c_stops_the_night_and_keeps_what_finished(tmp_path, mock_server):
     import time
 
     from tests.conftest import ROOT
+    from tests.timing import SCHEDULING_SLACK_S
 
-    server = mock_server("--ttft-ms", "1500")  # a run of 4 items, 2 in flight, takes >= 3 s
+    # Every answer takes 1 s + the allowance: a run of 4 items, 2 in flight, takes two of them in turn.
+    server = mock_server("--ttft-ms", str(int((1 + SCHEDULING_SLACK_S) * 1000)))
     third = f'{{variant: cpu-tiny, name: third, base_url: "{server.url}"}}'
     config = night_config(tmp_path, server.url, lanes="[]", down=third)
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "nightly", "--config", str(config), "--night-id",
                              "n1"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     night = tmp_path / "nightly" / "n1"
+    baseline_requests = 4  # limit: 4, no warm-up, no failures
     deadline = time.monotonic() + 120
-    while not list(night.glob("*-01-cand-c2/manifest.json")) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)  # the second run has begun and cannot be done yet
+    while len(server.received()) <= baseline_requests:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "cand never sent a request"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # cand has sent its first requests: their answers, and two more, are still due
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     rows = sqlite3.connect(tmp_path / "history.sqlite").execute("SELECT variant, status FROM runs").fetchall()
