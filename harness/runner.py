@@ -200,12 +200,18 @@ def _signals():
 
 @contextlib.contextmanager
 def _stop_signals_deferred():
-    """SIGINT, SIGTERM and SIGHUP are held back inside, and delivered (as the interrupt they are) on leaving."""
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    """SIGINT, SIGTERM and SIGHUP are noted inside, and the first is raised again, through the handlers
+    in force, on leaving. (Noted by Python-level handlers, which always run on the main thread: a mask
+    would hold back only the main thread's signals, and a Ctrl-C goes to any thread of the process.)"""
+    noted: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: noted.append(signum)) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if noted:
+            signal.raise_signal(noted[0])
 
 
 def _server_info(server: ServerHandle) -> ServerInfo:

@@ -201,7 +201,7 @@ def test_a_ctrl_c_after_any_manifest_write_leaves_a_finished_manifest(mock_serve
         real(self, manifest)
         writes.append(manifest.status)
         if len(writes) == interrupt_at:
-            signal.raise_signal(signal.SIGINT)  # as a Ctrl-C: through the handlers (and masks) in force
+            os.kill(os.getpid(), signal.SIGINT)  # as a Ctrl-C: to the process, through the handlers in force
 
     monkeypatch.setattr(store.RunStore, "write_manifest", write_then_interrupt)
     execute(spec_for(server, tmp_path, run_id="clean", warmup=2), quiet())
