@@ -225,8 +225,8 @@ def _measure(spec: RunSpec, suite: Suite, journal: _ManifestJournal, segment: Se
              progress: Progress, clock: RunClock, resources: contextlib.ExitStack) -> None:
     s = spec.settings
     server, launched, variant_block = _connect(spec, journal.store, progress, resources)
-    # A second Ctrl-C while cleaning up: stop the server's group at once, leave no orphan.
-    resources.callback(lambda: signal.signal(signal.SIGINT, _exit_now(launched)))
+    # A Ctrl-C while the server stops kills its group at once (no orphan); see _ctrl_c_while_stopping.
+    resources.push(_arm_ctrl_c_while_stopping(launched))
     journal.update(variant=journal.manifest.variant or variant_block,
                    server=_server_info(server))
     if launched is not None:
@@ -356,11 +356,24 @@ def _raise_interrupt(signum, frame):
     signal.raise_signal(signal.SIGINT)
 
 
-def _exit_now(launched: LaunchedServer | None):
+def _arm_ctrl_c_while_stopping(launched: LaunchedServer | None):
+    """An exit callback for the run's resources: installs the SIGINT handler for the server's stop,
+    knowing whether the run is being unwound by an interrupt."""
+    def arm(exc_type, exc, tb) -> None:  # returns None: the exception unwinding the run goes on
+        signal.signal(signal.SIGINT, _ctrl_c_while_stopping(launched, second=isinstance(exc, KeyboardInterrupt)))
+    return arm
+
+
+def _ctrl_c_while_stopping(launched: LaunchedServer | None, *, second: bool):
+    """SIGINT (and SIGTERM/SIGHUP, raised as one) while the server stops. After an interrupt it is the
+    second Ctrl-C: kill the server's group and exit at once (130). At the end of a run that was not
+    interrupted it is the first: kill the group and interrupt, so that the ending is still written."""
     def handler(signum, frame):
         if launched is not None:
             launched.kill_now()
-        os._exit(130)
+        if second:
+            os._exit(130)
+        raise KeyboardInterrupt
     return handler
 
 

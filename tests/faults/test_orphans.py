@@ -19,6 +19,7 @@ from harness.config import default_engine_venv
 from harness.launcher import group_members
 from harness.records import ProcessIdentity
 from harness.server import ORPHAN_GRACE_S, SERVER_TOKEN_ENV, _boot_id, stop_leftover
+from harness.store import read_manifest
 from tests.conftest import ROOT, bench
 from tests.timing import SCHEDULING_SLACK_S
 
@@ -138,21 +139,41 @@ def sigterm_received(pid: int) -> bool:
     return bool(ignored >> (signal.SIGTERM - 1) & 1)
 
 
-def test_second_ctrl_c_while_the_server_shuts_down_leaves_nothing(tmp_path):
-    proc, _, process = start_run(tmp_path)
-    proc.send_signal(signal.SIGINT)
-    # bench installs its immediate-exit handler just before it sends the server SIGTERM (runner._measure
-    # registers it after the server, so it is closed first); the stand-in then takes 1.5 s to shut down,
-    # more than the allowance: the second SIGINT lands while bench waits for it.
+def wait_until_the_server_is_stopping(proc: subprocess.Popen, process: dict) -> None:
+    """bench installs its handler for a Ctrl-C during the server's stop just before it sends the server
+    SIGTERM (runner._measure registers it after the server, so it is closed first); the stand-in then
+    takes 1.5 s to shut down, more than the allowance: a SIGINT sent now lands while bench waits for it."""
     deadline = time.monotonic() + 60
     while not sigterm_received(process["server_pid"]):
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "bench never stopped the server"
         time.sleep(0.01)
+
+
+def test_second_ctrl_c_while_the_server_shuts_down_leaves_nothing(tmp_path):
+    proc, _, process = start_run(tmp_path)
+    proc.send_signal(signal.SIGINT)
+    wait_until_the_server_is_stopping(proc, process)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err
     assert_all_gone(process)
+
+
+def test_a_first_ctrl_c_while_the_server_stops_at_the_end_is_an_interrupt_not_an_exit(tmp_path):
+    """The run has sent everything and is stopping its server when the (first) Ctrl-C comes: the server's
+    group is killed at once, and the run still writes its ending, as interrupted; a resume completes it."""
+    proc, run, process = start_run(tmp_path, limit=4)
+    wait_until_the_server_is_stopping(proc, process)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 4 and "interrupted" in err and "Traceback" not in err, err
+    assert_all_gone(process)
+    manifest = read_manifest(run)
+    assert manifest.status.value == "incomplete" and manifest.incomplete_cause.startswith("interrupted")
+    assert all(seg.ended_wall_s is not None for seg in manifest.segments)
+    resumed = bench("run", "--resume", run, timeout=120)
+    assert resumed.returncode == 0 and read_manifest(run).complete, resumed.stderr
 
 
 def test_an_error_in_the_meters_stop_leaves_no_server(tmp_path):
