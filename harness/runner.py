@@ -182,20 +182,23 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # each ends a run
 
 
 @contextlib.contextmanager
-def _signals():
-    """SIGTERM and SIGHUP end a run like Ctrl-C; the previous handlers come back afterwards."""
-    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
-    # A process started in the background of a script (cron, nohup … &) inherits SIGINT ignored, and
-    # Python then installs no handler: Ctrl-C, and SIGTERM/SIGHUP (which end the run as a Ctrl-C),
-    # would be lost. The run installs its own.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    signal.signal(signal.SIGHUP, _raise_interrupt)  # a closed terminal
+def _handling(handlers: dict):
+    """`handlers` (signal → handler) in force inside; the previous ones come back on leaving."""
+    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _signals():
+    """SIGTERM and SIGHUP end a run like Ctrl-C; the previous handlers come back afterwards."""
+    # A process started in the background of a script (cron, nohup … &) inherits SIGINT ignored, and
+    # Python then installs no handler: Ctrl-C, and SIGTERM/SIGHUP (which end the run as a Ctrl-C),
+    # would be lost. The run installs its own.
+    return _handling({signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _raise_interrupt,
+                      signal.SIGHUP: _raise_interrupt})  # SIGHUP: a closed terminal
 
 
 @contextlib.contextmanager
@@ -204,12 +207,10 @@ def _stop_signals_deferred():
     in force, on leaving. (Noted by Python-level handlers, which always run on the main thread: a mask
     would hold back only the main thread's signals, and a Ctrl-C goes to any thread of the process.)"""
     noted: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: noted.append(signum)) for sig in STOP_SIGNALS}
     try:
-        yield
+        with _handling({sig: lambda signum, frame: noted.append(signum) for sig in STOP_SIGNALS}):
+            yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         if noted:
             signal.raise_signal(noted[0])
 
@@ -304,8 +305,8 @@ def execute(spec: RunSpec, progress: Progress) -> Path:
                                     clock_wall_minus_mono_ns=clock.wall_minus_mono_ns, settings=settings,
                                     journal_repaired_bytes=dict(store.repaired)))
             with contextlib.ExitStack() as resources:
-                # Closed last: once the server has stopped, a Ctrl-C is an interrupt again, not an exit.
-                resources.callback(signal.signal, signal.SIGINT, signal.default_int_handler)
+                # Closed last: once the server has stopped, a Ctrl-C is the run's interrupt again, not an exit.
+                resources.callback(signal.signal, signal.SIGINT, signal.getsignal(signal.SIGINT))
                 _measure(spec, suite, journal, journal.current(index), done, progress, clock, resources)
         except BaseException as exc:
             status, cause = _outcome(exc, has_request_journal(store.dir))
