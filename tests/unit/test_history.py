@@ -320,32 +320,38 @@ def test_postgresql_readers_and_the_writer_do_not_wait_for_each_other(postgres_u
         assert [r.night_id for r in history.rows()] == ["a", "a", "b", "b"]
 
 
+def _open_at_once(target: str, openers: int) -> tuple[list[int], list[str]]:
+    """`openers` threads open the history at `target` at the same instant: (schema versions, errors)."""
+    import threading
+
+    barrier, versions, errors = threading.Barrier(openers), [], []
+
+    def open_it():
+        barrier.wait()
+        try:
+            with History(target) as history:
+                versions.append(history.schema_version())
+        except HistoryError as exc:
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=open_it) for _ in range(openers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return versions, errors
+
+
 def test_nightlies_opening_a_new_database_at_once_create_it_once(db, tmp_path):
     """Openers racing on a new database (threads here, processes in use): one creates it, none fails.
     A lost race shows only now and then (SQLite's switch to WAL failed 6 times in 40 races of four
     before it waited for the lock), so SQLite is raced on several new files."""
-    import threading
-
     from sqlalchemy import text
 
     openers = 6
     targets = [str(tmp_path / f"race-{i}.sqlite") for i in range(20)] if db.endswith(".sqlite") else [db]
     for target in targets:
-        barrier, errors, versions = threading.Barrier(openers), [], []
-
-        def open_it(target=target, barrier=barrier, errors=errors, versions=versions):
-            barrier.wait()
-            try:
-                with History(target) as history:
-                    versions.append(history.schema_version())
-            except HistoryError as exc:
-                errors.append(str(exc))
-
-        threads = [threading.Thread(target=open_it) for _ in range(openers)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=60)
+        versions, errors = _open_at_once(target, openers)
         assert errors == [] and versions == [SCHEMA_VERSION] * openers, (target, errors)
         with History(target) as history, history.engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM schema_info")).scalar_one() == 1
